@@ -1,0 +1,48 @@
+"""latentatlas: Hessian geometry of latent spaces, and normalizing flows.
+
+Subpackages are imported on first use, so ``import latentatlas as la`` is cheap::
+
+    import latentatlas as la
+    flow = la.flows.NSF(2)
+    la.save(flow, "nsf.safetensors")
+    same = la.load("nsf.safetensors")
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from .io import load, save
+
+__version__ = "0.1.0"
+
+_SUBMODULES = (
+    "atlas",
+    "cli",
+    "datasets",
+    "exact",
+    "features",
+    "flows",
+    "generators",
+    "geometry",
+    "ode",
+    "posterior",
+    "report",
+    "sources",
+    "store",
+)
+
+__all__ = ["__version__", "load", "save", *_SUBMODULES]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _SUBMODULES:
+        module = importlib.import_module(f"{__name__}.{name}")
+        globals()[name] = module
+        return module
+    raise AttributeError(f"module 'latentatlas' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

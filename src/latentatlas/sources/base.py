@@ -1,0 +1,156 @@
+"""The Source protocol: anything that turns parameters ``t`` into random samples ``x ~ p(x | t)``.
+
+A source is deterministic per parameter point given the seed, whatever the batching: the random
+stream of point ``t`` is derived from ``(seed, t)`` alone (:func:`point_seed_sequence`), so
+``sample(params, n, seed)[i]`` equals ``sample(params[i:i+1], n, seed)[0]``. This is what makes a
+chunked, resumable sample store bit-identical to an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+
+import numpy as np
+
+from ..io import Configurable
+
+__all__ = ["Source", "check_bounds", "point_seed_sequence", "point_seeds"]
+
+
+def point_seed_sequence(seed: int, point: np.ndarray) -> np.random.SeedSequence:
+    """The seed sequence of one parameter point: a function of ``seed`` and the point's float64 bytes.
+
+    Args:
+        seed: the run's seed (non-negative int).
+        point: (d,) parameter vector.
+    """
+    digest = hashlib.blake2b(np.ascontiguousarray(point, dtype=np.float64).tobytes(), digest_size=16)
+    words = np.frombuffer(digest.digest(), dtype=np.uint32)
+    return np.random.SeedSequence([int(seed) & 0xFFFFFFFF, int(seed) >> 32, *words.tolist()])
+
+
+def point_seeds(seed: int, params: np.ndarray, words: int = 4) -> np.ndarray:
+    """Independent 64-bit seeds for each parameter point, e.g. to seed per-lattice RNGs in numba.
+
+    Args:
+        seed: the run's seed.
+        params: (P, d) parameter points.
+        words: number of uint64 words per point.
+
+    Returns:
+        (P, words) uint64 array; row i depends only on ``(seed, params[i])``.
+    """
+    params = np.asarray(params, dtype=np.float64)
+    return np.stack(
+        [point_seed_sequence(seed, p).generate_state(words, dtype=np.uint64) for p in params]
+    ) if len(params) else np.zeros((0, words), dtype=np.uint64)
+
+
+def check_bounds(
+    bounds: Sequence[Sequence[float]], domain: Sequence[Sequence[float]], names: Sequence[str]
+) -> tuple[tuple[float, float], ...]:
+    """Validate atlas bounds ((lo0, hi0), (lo1, hi1), ...) against a source's domain.
+
+    Raises:
+        ValueError: naming the axis, the expected interval and what was received.
+    """
+    bounds = tuple((float(lo), float(hi)) for lo, hi in bounds)
+    if len(bounds) != len(domain):
+        raise ValueError(f"bounds: expected {len(domain)} (low, high) pairs, got {len(bounds)}")
+    for (lo, hi), (dlo, dhi), name in zip(bounds, domain, names):
+        if not (np.isfinite(lo) and np.isfinite(hi)) or not lo < hi:
+            raise ValueError(f"bounds: expected finite low < high for {name}, got ({lo}, {hi})")
+        if lo < dlo or hi > dhi:
+            raise ValueError(
+                f"bounds: {name} must lie in the source's domain [{dlo}, {dhi}], got ({lo}, {hi})"
+            )
+    return bounds
+
+
+class Source(Configurable):
+    """Base class of sources p(x | t). Subclasses set the attributes and implement ``_sample``.
+
+    Attributes:
+        names: parameter names, length d (e.g. ``("T", "h")``).
+        domain: ((lo, hi), ...) where parameters are valid (may be infinite); used to validate.
+        bounds: ((lo, hi), ...) a sensible default region for an atlas.
+        sample_shape: shape of one sample (e.g. ``(L, L)``).
+        dtype: numpy dtype of samples (e.g. ``np.int8`` spins).
+    """
+
+    names: tuple[str, ...]
+    domain: tuple[tuple[float, float], ...]
+    bounds: tuple[tuple[float, float], ...]
+    sample_shape: tuple[int, ...]
+    dtype: np.dtype
+
+    @property
+    def dim(self) -> int:
+        """d, the number of parameters."""
+        return len(self.names)
+
+    def check_params(self, params: np.ndarray | Sequence[Sequence[float]]) -> np.ndarray:
+        """Validate parameters: (P, d) float64, finite, inside the domain (open ends stay open).
+
+        Raises:
+            ValueError: naming ``params``, the expected shape/domain and what was received.
+        """
+        arr = np.asarray(params, dtype=np.float64)
+        if arr.ndim == 1 and arr.shape[0] == self.dim:
+            arr = arr[None]
+        if arr.ndim != 2 or arr.shape[1] != self.dim:
+            raise ValueError(
+                f"params: expected shape (P, {self.dim}) for parameters {self.names}, "
+                f"got {np.shape(params)}"
+            )
+        if not np.all(np.isfinite(arr)):
+            bad = np.argwhere(~np.isfinite(arr))[0]
+            raise ValueError(f"params: expected finite values, got {arr[bad[0]]} at row {bad[0]}")
+        for j, ((lo, hi), name) in enumerate(zip(self.domain, self.names)):
+            col = arr[:, j]
+            outside = (col < lo) | (col > hi)
+            if np.any(outside):
+                i = int(np.argmax(outside))
+                raise ValueError(
+                    f"params: {name} must lie in [{lo}, {hi}] for {type(self).__name__}, got "
+                    f"{col[i]} at row {i}"
+                )
+        return arr
+
+    def sample(self, params: np.ndarray, n: int, seed: int = 0) -> np.ndarray:
+        """Draw ``n`` samples at each parameter point.
+
+        Args:
+            params: (P, d) parameter points (or (d,) for one point).
+            n: samples per point.
+            seed: run seed; point i's samples depend only on ``(seed, params[i])``.
+
+        Returns:
+            (P, n, *sample_shape) array of ``self.dtype``.
+        """
+        params = self.check_params(params)
+        if isinstance(n, bool) or not isinstance(n, int | np.integer) or n <= 0:
+            raise ValueError(f"n: expected a positive int, got {n!r}")
+        if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or seed < 0:
+            raise ValueError(f"seed: expected a non-negative int, got {seed!r}")
+        return self._sample(params, int(n), int(seed))
+
+    def _sample(self, params: np.ndarray, n: int, seed: int) -> np.ndarray:
+        raise NotImplementedError
+
+    # Exponential families override these two.
+    def natural(self, params: np.ndarray) -> np.ndarray:
+        """Natural parameters theta(t): (P, d) -> (P, k). Only for exponential families."""
+        raise NotImplementedError(f"{type(self).__name__} is not an exponential family")
+
+    def sufficient_statistics(self, x: np.ndarray) -> np.ndarray:
+        """Sufficient statistics f(x): (..., *sample_shape) -> (..., k)."""
+        raise NotImplementedError(f"{type(self).__name__} is not an exponential family")
+
+    def sample_with_diagnostics(
+        self, params: np.ndarray, n: int, seed: int = 0
+    ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """Like :meth:`sample`, plus per-point diagnostics as (P,) arrays (e.g. acceptance rate,
+        integrated autocorrelation times); ``{}`` for sources that have none."""
+        return self.sample(params, n, seed), {}
