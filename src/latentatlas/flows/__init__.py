@@ -29,7 +29,7 @@ _LAZY = {
     "LULinear": "layers",
     "fit": "training",
     "train": "training",
-    "NeuralODE": "continuous",
+    "NeuralODE": "neural_ode",
     "CNF": "continuous",
     "FlowMatching": "matching",
 }
