@@ -43,7 +43,7 @@ def main(argv: list[str] | None = None) -> None:
     except click.ClickException as err:
         err.show()
         sys.exit(2 if err.exit_code in (1, 2) else err.exit_code)
-    except (ValueError, FileNotFoundError, FileExistsError) as err:
+    except (ValueError, FileNotFoundError, FileExistsError, ImportError) as err:
         click.echo(f"latentatlas: error: {err}", err=True)
         sys.exit(2)
     except KeyboardInterrupt:
