@@ -1,0 +1,7 @@
+"""Image generators to be mapped: the embedded digits flow-matching model (and adapters)."""
+
+from __future__ import annotations
+
+from .digits import Digits
+
+__all__ = ["Digits"]

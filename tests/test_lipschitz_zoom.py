@@ -1,0 +1,71 @@
+"""Lipschitz blow-up and zoom series on synthetic generators with known answers."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from matplotlib.path import Path
+
+from latentatlas.geometry.lipschitz import lipschitz_profile
+from latentatlas.geometry.zoom import boundary_mask, zoom_series
+
+
+def switching(p: np.ndarray) -> np.ndarray:
+    """Smooth in both coordinates plus a unit jump across the line alpha = 0.3."""
+    return np.stack([np.sin(p[:, 0]), np.cos(p[:, 1]), (p[:, 0] > 0.3).astype(float)], axis=1)
+
+
+def test_lipschitz_slope_minus_one_on_a_jump_and_zero_away() -> None:
+    on = lipschitz_profile(switching, np.array([0.3, 0.1]))
+    # ||x(t + d u) - x(t)|| -> 1 as d -> 0, so log L = -log d + O(d): slope -1 to ~1e-2.
+    assert on.slope == pytest.approx(-1.0, abs=0.02)
+    away = lipschitz_profile(switching, np.array([-0.5, 0.4]))
+    # Smooth: L(d) -> max |grad| = sqrt(cos^2(-0.5) + sin^2(0.4)) with O(d) corrections.
+    assert away.slope == pytest.approx(0.0, abs=0.05)
+    assert away.lipschitz[-1] == pytest.approx(math.hypot(math.cos(-0.5), math.sin(0.4)), rel=1e-4)
+
+
+def test_smooth_generator_has_no_blow_up_anywhere() -> None:
+    rng = np.random.default_rng(0)
+    for point in rng.uniform(-2, 2, size=(5, 2)):
+        prof = lipschitz_profile(lambda p: np.tanh(p @ np.array([[1.0, 2.0], [-0.5, 0.3]])), point)
+        assert abs(prof.slope) < 0.05
+
+
+def koch_snowflake(level: int) -> np.ndarray:
+    pts = np.array([[0.0, 0.0], [0.5, math.sqrt(3) / 2], [1.0, 0.0], [0.0, 0.0]])
+    rot = np.array([[0.5, -math.sqrt(3) / 2], [math.sqrt(3) / 2, 0.5]])
+    for _ in range(level):
+        a, b = pts[:-1], pts[1:]
+        d = (b - a) / 3
+        p1, p3 = a + d, a + 2 * d
+        p2 = p1 + d @ rot.T
+        pts = np.concatenate([np.stack([a, p1, p2, p3], axis=1).reshape(-1, 2), pts[-1:]])
+    return pts
+
+
+def test_zoom_series_of_a_straight_boundary_and_a_koch_boundary() -> None:
+    line = zoom_series(lambda p: (p[:, 0] + 0.5 * p[:, 1] > 0).astype(int), (0.0, 0.0), 1.0,
+                       zooms=(1, 1e3, 1e6), resolution=128)
+    for level in line:
+        assert level.classes == 2
+        assert level.dimension == pytest.approx(1.0, abs=0.05)
+    path = Path(koch_snowflake(7))
+    inside = lambda p: path.contains_points(p).astype(int)  # noqa: E731
+    center = (0.5, -math.sqrt(3) / 6)  # middle of the bottom side, a boundary point of the flake
+    koch = zoom_series(inside, center, 1.0, zooms=(1.0,), resolution=512)
+    assert koch[0].classes == 2
+    assert koch[0].dimension == pytest.approx(math.log(4) / math.log(3), abs=0.05)
+
+
+def test_boundary_mask_and_errors() -> None:
+    labels = np.zeros((4, 4), int)
+    labels[:, 2:] = 1
+    mask = boundary_mask(labels)
+    assert mask.sum() == 4 and mask[:, 1].all()
+    with pytest.raises(ValueError, match="point"):
+        lipschitz_profile(switching, np.array([np.nan, 0.0]))
+    with pytest.raises(ValueError, match="resolution"):
+        zoom_series(lambda p: p[:, 0] > 0, (0, 0), 1.0, resolution=4)
