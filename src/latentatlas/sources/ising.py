@@ -1,0 +1,374 @@
+"""The 2-D Ising model on a periodic L x L lattice, sampled by batched Markov chain Monte Carlo.
+
+``p(s | K, H) ∝ exp(K Σ_<ij> s_i s_j + H Σ_i s_i)`` with spins ``s_i = ±1``; the bond sum runs over
+the 2 L² nearest-neighbour bonds (right and down neighbour of every site, periodic). Parameters are
+``(T, h)`` with ``(K, H) = (J / T, h / T)`` (``coords="temperature"``) or ``(K, H)`` directly
+(``coords="natural"``).
+
+Sampler: one Markov chain per parameter point, all chains advanced together by a numba kernel that
+runs the lattices in parallel (``prange``). A sweep is
+
+- a checkerboard Metropolis sweep (both sublattices) with acceptance read from a per-point table of
+  the 10 (spin, neighbour sum) cases, drawn against 32-bit PCG32 uniforms;
+- with ``algorithm="wolff"`` and ``H == 0``: in addition, Wolff cluster flips until about L² spins
+  have been flipped (cluster updates need ``H = 0``; at ``H != 0`` the sweep stays Metropolis only);
+- at ``H == 0``: a global spin flip with probability 1/2 (an exact symmetry of ``p``, so a valid
+  move), kept as a sign variable so it costs nothing. It restores the ± symmetry below T_c.
+
+Chains start ordered, aligned with the field (at ``H = 0`` the global-flip sign starts random), so
+low-temperature points with a field equilibrate. Burn-in and thinning are either given or chosen from
+a pilot run: the integrated autocorrelation times of the bond sum and of the magnetisation (``|M|``
+at ``H = 0``) are measured with Sokal's automatic windowing over a pilot that doubles until it is
+at least ``100 tau`` long (at most ``4096`` sweeps); then ``burn_in = max(pilot, 20 tau)`` and
+``thin = ceil(2 tau)`` (at most ``max_thin``). Everything about a point — its RNG stream, its pilot,
+its burn-in and thinning — depends only on ``(seed, point)``, so batching never changes a sample.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Sequence
+
+import numpy as np
+from numba import njit, prange
+
+from ._rng import (
+    TWO32,
+    auto_thin,
+    burn_in_phase,
+    check_steps,
+    integrated_time,
+    pcg32,
+    prob_threshold,
+    seed_streams,
+)
+from .base import Source, point_seeds
+
+__all__ = ["Ising2D", "T_CRITICAL", "ising_sufficient_statistics"]
+
+logger = logging.getLogger(__name__)
+
+#: Onsager's critical temperature for J = 1: 2 / ln(1 + sqrt 2).
+T_CRITICAL = 2.0 / math.log(1.0 + math.sqrt(2.0))
+
+
+
+@njit(cache=True, inline="always")
+def _nbsum(S: np.ndarray, i: int, j: int, L: int) -> int:
+    ip = i + 1 if i + 1 < L else 0
+    im = i - 1 if i > 0 else L - 1
+    jp = j + 1 if j + 1 < L else 0
+    jm = j - 1 if j > 0 else L - 1
+    return int(S[ip, j]) + int(S[im, j]) + int(S[i, jp]) + int(S[i, jm])
+
+
+@njit(parallel=True, cache=True)
+def _run(
+    spins: np.ndarray,  # (P, L, L) int8, updated in place
+    sign: np.ndarray,  # (P,) int8 global-flip sign (only moves where zero_field)
+    rng: np.ndarray,  # (P, 2) uint64 PCG32 (state, inc), updated in place
+    thr: np.ndarray,  # (P, 10) uint64 Metropolis thresholds
+    wthr: np.ndarray,  # (P,) uint64 Wolff bond-activation thresholds
+    wolff: np.ndarray,  # (P,) bool: cluster updates at this point
+    zero_field: np.ndarray,  # (P,) bool
+    nsweeps: np.ndarray,  # (P,) int64 sweeps to run
+    every: np.ndarray,  # (P,) int64 record every this many sweeps
+    bsum: np.ndarray,  # (P,) int64 running bond sum, updated in place
+    msum: np.ndarray,  # (P,) int64 running magnetisation (of the lattice, without sign)
+    rec_b: np.ndarray,  # (P, R) int32 recorded bond sums
+    rec_m: np.ndarray,  # (P, R) int32 recorded magnetisations (with sign)
+    rec_s: np.ndarray,  # (P, R, L, L) int8 recorded lattices (with sign) if store
+    store: bool,
+    accepted: np.ndarray,  # (P,) int64 accepted Metropolis flips, incremented
+    stack: np.ndarray,  # (P, L*L) int32 Wolff stacks (or (P, 1) when unused)
+) -> None:
+    P = spins.shape[0]
+    L = spins.shape[1]
+    N = L * L
+    R = rec_b.shape[1]
+    half = np.uint64(1 << 31)
+    always = np.uint64(TWO32)
+    nn = np.uint64(N)
+    s32 = np.uint64(32)
+    for p in prange(P):
+        S = spins[p]
+        T = thr[p]
+        st = rng[p, 0]
+        inc = rng[p, 1]
+        B = bsum[p]
+        M = msum[p]
+        sg = sign[p]
+        acc = 0
+        k = 0
+        ev = every[p]
+        for sweep in range(nsweeps[p]):
+            # checkerboard Metropolis sweep
+            for par in range(2):
+                for i in range(L):
+                    for j in range((i + par) & 1, L, 2):
+                        s = S[i, j]
+                        nb = _nbsum(S, i, j, L)
+                        t = T[(5 if s > 0 else 0) + ((nb + 4) >> 1)]
+                        flip = True
+                        if t < always:
+                            st, r = pcg32(st, inc)
+                            flip = r < t
+                        if flip:
+                            S[i, j] = -s
+                            B -= 2 * s * nb
+                            M -= 2 * s
+                            acc += 1
+            if wolff[p]:
+                pt = wthr[p]
+                flipped = 0
+                while flipped < N:
+                    st, r = pcg32(st, inc)
+                    site = np.int64((r * nn) >> s32)
+                    i0 = site // L
+                    j0 = site - i0 * L
+                    old = S[i0, j0]
+                    B -= 2 * old * _nbsum(S, i0, j0, L)
+                    S[i0, j0] = -old
+                    M -= 2 * old
+                    stack[p, 0] = i0 * L + j0
+                    sp = 1
+                    flipped += 1
+                    while sp > 0:
+                        sp -= 1
+                        x = stack[p, sp]
+                        xi = x // L
+                        xj = x - xi * L
+                        for d in range(4):
+                            if d == 0:
+                                yi = xi + 1 if xi + 1 < L else 0
+                                yj = xj
+                            elif d == 1:
+                                yi = xi - 1 if xi > 0 else L - 1
+                                yj = xj
+                            elif d == 2:
+                                yi = xi
+                                yj = xj + 1 if xj + 1 < L else 0
+                            else:
+                                yi = xi
+                                yj = xj - 1 if xj > 0 else L - 1
+                            if S[yi, yj] == old:
+                                st, r = pcg32(st, inc)
+                                if r < pt:
+                                    B -= 2 * old * _nbsum(S, yi, yj, L)
+                                    S[yi, yj] = -old
+                                    M -= 2 * old
+                                    stack[p, sp] = yi * L + yj
+                                    sp += 1
+                                    flipped += 1
+            if zero_field[p]:
+                st, r = pcg32(st, inc)
+                if r < half:
+                    sg = -sg
+            if (sweep + 1) % ev == 0 and k < R:
+                rec_b[p, k] = B
+                rec_m[p, k] = sg * M
+                if store:
+                    for i in range(L):
+                        for j in range(L):
+                            rec_s[p, k, i, j] = sg * S[i, j]
+                k += 1
+        rng[p, 0] = st
+        bsum[p] = B
+        msum[p] = M
+        sign[p] = sg
+        accepted[p] += acc
+
+
+def ising_sufficient_statistics(x: np.ndarray) -> np.ndarray:
+    """``(Σ_<ij> s_i s_j, Σ_i s_i)`` of periodic lattices, 2 L² bonds.
+
+    Args:
+        x: (..., L, L) spins ±1 (any integer or float dtype).
+
+    Returns:
+        (..., 2) float64.
+    """
+    s = np.asarray(x, dtype=np.float64)
+    bonds = (s * np.roll(s, -1, axis=-1)).sum(axis=(-2, -1)) + (s * np.roll(s, -1, axis=-2)).sum(
+        axis=(-2, -1)
+    )
+    return np.stack([bonds, s.sum(axis=(-2, -1))], axis=-1)
+
+
+class _Chains:
+    """State of a batch of chains (one per point) and the kernel call around it."""
+
+    def __init__(self, K: np.ndarray, H: np.ndarray, L: int, seeds: np.ndarray, wolff: bool):
+        P = len(K)
+        self.L = L
+        self.P = P
+        k_idx = np.array([-1] * 5 + [1] * 5, dtype=np.float64)  # spin of the table entry
+        nb = np.tile(np.arange(-4, 5, 2, dtype=np.float64), 2)
+        with np.errstate(over="ignore"):
+            prob = np.exp(-2.0 * k_idx[None] * (K[:, None] * nb[None] + H[:, None]))
+        self.thr = prob_threshold(prob)
+        self.wthr = prob_threshold(1.0 - np.exp(-2.0 * K))
+        self.zero_field = H == 0.0
+        self.wolff = self.zero_field & wolff
+        self.rng = seed_streams(seeds)
+        start = np.where(H < 0, -1, 1).astype(np.int8)
+        self.spins = np.ones((P, L, L), dtype=np.int8) * start[:, None, None]
+        self.sign = np.where(
+            self.zero_field & ((seeds[:, 2] & np.uint64(1)) == 1), -1, 1
+        ).astype(np.int8)
+        self.bsum = np.full(P, 2 * L * L, dtype=np.int64)
+        self.msum = start.astype(np.int64) * L * L
+        self.accepted = np.zeros(P, dtype=np.int64)
+        self.stack = np.zeros((P, L * L if self.wolff.any() else 1), dtype=np.int32)
+
+    def run(
+        self, nsweeps: np.ndarray, every: np.ndarray, records: int, store: bool
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Advance chain p by ``nsweeps[p]`` sweeps, recording every ``every[p]``-th sweep."""
+        P, L = self.P, self.L
+        rec_b = np.zeros((P, records), dtype=np.int32)
+        rec_m = np.zeros((P, records), dtype=np.int32)
+        rec_s = np.zeros((P, records if store else 0, L, L), dtype=np.int8)
+        _run(
+            self.spins, self.sign, self.rng, self.thr, self.wthr, self.wolff, self.zero_field,
+            np.asarray(nsweeps, dtype=np.int64), np.maximum(np.asarray(every, dtype=np.int64), 1),
+            self.bsum, self.msum, rec_b, rec_m, rec_s, store, self.accepted, self.stack,
+        )
+        return rec_b, rec_m, rec_s
+
+    def advance(self, sweeps: np.ndarray) -> None:
+        """Advance chain p by ``sweeps[p]`` sweeps without recording."""
+        self.run(sweeps, np.full(self.P, 1 << 62), 0, False)
+
+    def record(self, sweeps: np.ndarray, length: int) -> tuple[np.ndarray, np.ndarray]:
+        """Advance and measure tau of the bond sum and of the magnetisation (``|M|`` at H = 0)."""
+        rec_b, rec_m, _ = self.run(sweeps, np.ones(self.P), length, False)
+        m = np.where(self.zero_field[:, None], np.abs(rec_m), rec_m)
+        return integrated_time(rec_b), integrated_time(m)
+
+
+class Ising2D(Source):
+    """Periodic L x L Ising model; samples are int8 lattices of ±1, shape (L, L).
+
+    Args:
+        L: linear size (>= 2).
+        coords: ``"temperature"`` for parameters ``(T, h)`` (T > 0) or ``"natural"`` for
+            ``(K, H) = (J / T, h / T)`` (K >= 0).
+        J: coupling (> 0), used only by the temperature coordinates.
+        burn_in: sweeps before the first sample, or ``"auto"`` (pilot run, see module docstring).
+        thin: sweeps between samples (>= 1), or ``"auto"`` (``ceil(2 tau)``).
+        algorithm: ``"metropolis"``, or ``"wolff"`` for Wolff cluster updates added to every sweep
+            at points with ``h == 0`` (Metropolis alone elsewhere); use it near T_c.
+        max_thin: cap of the automatic thinning.
+
+    The natural parameters are ``(K, H)``, the sufficient statistics ``(Σ_<ij> s_i s_j, Σ s_i)``.
+    """
+
+    dtype = np.dtype(np.int8)
+
+    def __init__(
+        self,
+        L: int = 16,
+        coords: str = "temperature",
+        J: float = 1.0,
+        burn_in: str | int = "auto",
+        thin: str | int = "auto",
+        algorithm: str = "metropolis",
+        max_thin: int = 1000,
+    ) -> None:
+        if isinstance(L, bool) or not isinstance(L, int | np.integer) or L < 2:
+            raise ValueError(f"L: expected an int >= 2, got {L!r}")
+        if coords not in ("temperature", "natural"):
+            raise ValueError(f"coords: expected 'temperature' or 'natural', got {coords!r}")
+        if not (isinstance(J, int | float) and math.isfinite(J) and J > 0):
+            raise ValueError(f"J: expected a finite float > 0, got {J!r}")
+        if algorithm not in ("metropolis", "wolff"):
+            raise ValueError(f"algorithm: expected 'metropolis' or 'wolff', got {algorithm!r}")
+        if isinstance(max_thin, bool) or not isinstance(max_thin, int | np.integer) or max_thin < 1:
+            raise ValueError(f"max_thin: expected an int >= 1, got {max_thin!r}")
+        self.L = int(L)
+        self.coords = coords
+        self.J = float(J)
+        self.burn_in = check_steps(burn_in, "burn_in")
+        self.thin = check_steps(thin, "thin", minimum=1)
+        self.algorithm = algorithm
+        self.max_thin = int(max_thin)
+        self.sample_shape = (self.L, self.L)
+        if coords == "temperature":
+            self.names = ("T", "h")
+            self.domain = ((0.0, math.inf), (-math.inf, math.inf))
+            self.bounds = ((1.0, 4.0), (-1.0, 1.0))
+        else:
+            self.names = ("K", "H")
+            self.domain = ((0.0, math.inf), (-math.inf, math.inf))
+            self.bounds = ((0.2, 1.0), (-1.0, 1.0))
+
+    def check_params(self, params: np.ndarray | Sequence[Sequence[float]]) -> np.ndarray:
+        arr = super().check_params(params)
+        if self.coords == "temperature" and np.any(arr[:, 0] <= 0):
+            i = int(np.argmax(arr[:, 0] <= 0))
+            raise ValueError(f"params: T must be > 0 for Ising2D, got {arr[i, 0]} at row {i}")
+        return arr
+
+    def natural(self, params: np.ndarray) -> np.ndarray:
+        """(P, 2) -> (P, 2) natural parameters ``(K, H)``."""
+        arr = self.check_params(params)
+        if self.coords == "natural":
+            return arr.copy()
+        return np.stack([self.J / arr[:, 0], arr[:, 1] / arr[:, 0]], axis=1)
+
+    def sufficient_statistics(self, x: np.ndarray) -> np.ndarray:
+        """(..., L, L) -> (..., 2): ``(Σ_<ij> s_i s_j, Σ_i s_i)`` over 2 L² bonds."""
+        x = np.asarray(x)
+        if x.shape[-2:] != (self.L, self.L):
+            raise ValueError(f"x: expected shape (..., {self.L}, {self.L}), got {x.shape}")
+        return ising_sufficient_statistics(x)
+
+    def _sample(self, params: np.ndarray, n: int, seed: int) -> np.ndarray:
+        return self._simulate(params, n, seed)[0]
+
+    def sample_with_diagnostics(
+        self, params: np.ndarray, n: int, seed: int = 0
+    ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """Samples (P, n, L, L) and per-point diagnostics, each a (P,) array:
+
+        ``tau_energy``, ``tau_magnetization`` (integrated autocorrelation times in sweeps, from the
+        burn-in), ``acceptance`` (Metropolis acceptance rate over the production run), ``burn_in``,
+        ``thin`` (sweeps), ``energy``, ``magnetization`` (means over the samples of the bond sum per
+        spin and of the magnetisation per spin).
+        """
+        params = self.check_params(params)
+        if isinstance(n, bool) or not isinstance(n, int | np.integer) or n <= 0:
+            raise ValueError(f"n: expected a positive int, got {n!r}")
+        if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or seed < 0:
+            raise ValueError(f"seed: expected a non-negative int, got {seed!r}")
+        return self._simulate(params, int(n), int(seed))
+
+    def _simulate(
+        self, params: np.ndarray, n: int, seed: int
+    ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        P = len(params)
+        L = self.L
+        nat = self.natural(params)
+        chains = _Chains(nat[:, 0], nat[:, 1], L, point_seeds(seed, params), self.algorithm == "wolff")
+        taus, burn = burn_in_phase(chains.record, chains.advance, P, self.burn_in)
+        thin = auto_thin(taus, self.thin, self.max_thin)
+        if self.thin == "auto" and np.any(thin >= self.max_thin):
+            logger.warning(
+                "Ising2D: thinning capped at max_thin=%d sweeps at %d point(s); tau up to %.0f",
+                self.max_thin, int(np.sum(thin >= self.max_thin)), np.nanmax(np.stack(taus)),
+            )
+        acc0 = chains.accepted.copy()
+        rb, rm, samples = chains.run(n * thin, thin, n, True)
+        attempts = (n * thin * L * L).astype(np.float64)
+        diagnostics = {
+            "tau_energy": taus[0],
+            "tau_magnetization": taus[1],
+            "acceptance": (chains.accepted - acc0) / attempts,
+            "burn_in": burn.astype(np.float64),
+            "thin": thin.astype(np.float64),
+            "energy": rb.mean(axis=1) / (L * L),
+            "magnetization": rm.mean(axis=1) / (L * L),
+        }
+        return samples, diagnostics
