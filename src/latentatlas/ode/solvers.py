@@ -7,11 +7,13 @@ tuple states into this form, so the inner loop is a handful of fused tensor ops 
 
 Adaptive solver (``dopri5``), as in Hairer, Nørsett & Wanner, *Solving ODEs I*, §II.4–II.6:
 
-- error estimate ``err = h * sum_i (b_i - b*_i) k_i``, accepted when the RMS norm of
+- error estimate ``err = h * sum_i (b_i - b*_i) k_i`` (``b*``: Shampine's embedded 4th-order
+  weights, as torchdiffeq), accepted when the RMS norm of
   ``err / (atol + rtol * max(|y_n|, |y_{n+1}|))`` is <= 1 (a *mixed* norm — the max over state
   components of their RMS norms — when the state is a tuple, like torchdiffeq);
-- PI step-size controller of Hairer's DOPRI5 (beta = 0.04, safety 0.9, growth in [1/5, 10],
-  no growth right after a rejection); initial step by Hairer's ``hinit``; FSAL (first same as last);
+- standard step-size controller ``h_new = h * clip(0.9 * err^(-1/5), 1/5, 10)``, no growth right
+  after a rejection (Hairer's PI variant: set ``_BETA = 0.04``);
+- initial step by Hairer's ``hinit`` (one extra evaluation); FSAL (first same as last);
 - outputs at the requested times inside a step come from the 4th-order continuous extension of
   Dormand–Prince (dense output), so requested times do not shorten the steps; the last step is
   clipped to land exactly on ``t[-1]``, so ``func`` is never evaluated outside ``[t[0], t[-1]]``.
@@ -113,7 +115,13 @@ _RK4 = Tableau(
     (1 / 6, 1 / 3, 1 / 3, 1 / 6),
 )
 _DOPRI5_B = (35 / 384, 0.0, 500 / 1113, 125 / 192, -2187 / 6784, 11 / 84, 0.0)
-_DOPRI5_BHAT = (5179 / 57600, 0.0, 7571 / 16695, 393 / 640, -92097 / 339200, 187 / 2100, 1 / 40)
+# Embedded 4th-order weights for the error estimate: Shampine's (1986) choice, as in torchdiffeq
+# (Hairer's DOPRI5 uses 5179/57600, 0, 7571/16695, 393/640, -92097/339200, 187/2100, 1/40; both
+# satisfy the 4th-order conditions, Shampine's has the smaller 5th-order residual). With these,
+# rtol/atol mean the same local error test as in torchdiffeq.
+_DOPRI5_BHAT = (
+    1951 / 21600, 0.0, 22642 / 50085, 451 / 720, -12231 / 42400, 649 / 6300, 1 / 60,
+)
 _DOPRI5 = Tableau(
     "dopri5",
     5,
@@ -146,7 +154,7 @@ METHODS: dict[str, Tableau] = {tab.name: tab for tab in (_EULER, _MIDPOINT, _RK4
 
 # Step-size controller (Hairer's DOPRI5 defaults).
 _SAFETY = 0.9
-_BETA = 0.04  # PI stabilisation
+_BETA = 0.0  # PI stabilisation (Hairer uses 0.04; 0 = the standard controller)
 _FAC_MIN = 0.2  # smallest step ratio h_new / h
 _FAC_MAX = 10.0  # largest step ratio h_new / h
 

@@ -1,0 +1,157 @@
+"""latentatlas.ode vs torchdiffeq: dopri5 forward + adjoint backward on the same neural ODE.
+
+Problem: dz/dt = MLP(z, t) (D -> 64 -> 64 -> D, tanh, time as an input), batch 512, t in [0, 1],
+rtol = atol = 1e-5 (and 1e-6), float32 on CPU, one thread. For each side we time (median of
+repeats, the two sides interleaved so contention hits both) the forward solve alone (``no_grad``)
+and forward + adjoint backward, and count function evaluations (NFE) forward and backward.
+
+Peak memory = peak bytes of tensors saved for backward by autograd that are alive at once (counted
+with ``torch.autograd.graph.saved_tensors_hooks``; each packed tensor is wrapped in an object whose
+finaliser subtracts its size when autograd frees it). It covers the forward graph and the temporary
+graphs built inside the adjoint's backward solve. As a sanity check it also reports the same for
+plain backprop through our solver (which grows with the number of steps).
+
+Run:  python benchmarks/ode_vs_torchdiffeq.py [--dim 8] [--batch 512] [--repeats 7]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+import torchdiffeq
+from torch import nn
+
+import latentatlas as la
+
+
+class Field(nn.Module):
+    def __init__(self, dim: int, hidden: int = 64) -> None:
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.Linear(dim + 1, hidden), nn.Tanh(), nn.Linear(hidden, hidden), nn.Tanh(),
+            nn.Linear(hidden, dim),
+        )
+        self.nfe = 0
+
+    def forward(self, t: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        self.nfe += 1
+        tt = t.to(z.dtype).expand(z.shape[0], 1)
+        return self.net(torch.cat([z, tt], dim=1))
+
+
+class SavedBytes:
+    """Context manager: live and peak bytes of autograd-saved tensors."""
+
+    def __init__(self) -> None:
+        self.live = 0
+        self.peak = 0
+        self._hooks = torch.autograd.graph.saved_tensors_hooks(self._pack, self._unpack)
+
+    class _Held:
+        def __init__(self, owner: SavedBytes, t: torch.Tensor) -> None:
+            self.owner, self.t = owner, t
+            self.n = t.numel() * t.element_size()
+            owner.live += self.n
+            owner.peak = max(owner.peak, owner.live)
+
+        def __del__(self) -> None:
+            self.owner.live -= self.n
+
+    def _pack(self, t: torch.Tensor) -> object:
+        return SavedBytes._Held(self, t)
+
+    @staticmethod
+    def _unpack(h: object) -> torch.Tensor:
+        return h.t  # type: ignore[attr-defined]
+
+    def __enter__(self) -> SavedBytes:
+        self._hooks.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._hooks.__exit__(*exc)
+
+
+def run_ours(f, z0, t, tol, backward, adjoint=True):
+    f.nfe = 0
+    ys = la.ode.odeint(f, z0, t, rtol=tol, atol=tol, adjoint=adjoint)
+    nfe_f = f.nfe
+    if backward:
+        ys[-1].square().sum().backward()
+    return nfe_f, f.nfe - nfe_f
+
+
+def run_theirs(f, z0, t, tol, backward):
+    f.nfe = 0
+    solve = torchdiffeq.odeint_adjoint if backward else torchdiffeq.odeint
+    ys = solve(f, z0, t, rtol=tol, atol=tol, method="dopri5")
+    nfe_f = f.nfe
+    if backward:
+        ys[-1].square().sum().backward()
+    return nfe_f, f.nfe - nfe_f
+
+
+def timed(fn, *args, **kw) -> float:
+    start = time.perf_counter()
+    fn(*args, **kw)
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--dim", type=int, default=8)
+    parser.add_argument("--batch", type=int, default=512)
+    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--tols", type=float, nargs="+", default=[1e-5, 1e-6])
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    f = Field(args.dim)
+    # A field with some dynamics: scale the last layer up so the solve takes tens of steps.
+    with torch.no_grad():
+        f.net[-1].weight.mul_(4.0)
+    z0 = torch.randn(args.batch, args.dim)
+    t = torch.tensor([0.0, 1.0])
+    print(f"neural ODE: D={args.dim}, MLP 64x64 tanh, batch {args.batch}, float32, 1 thread, "
+          f"t=[0,1], median of {args.repeats}")
+    header = (f"{'tol':>7} {'phase':>18} {'NFE ours':>9} {'NFE tdq':>8} {'ours ms':>9} "
+              f"{'tdq ms':>9} {'ratio':>6}")
+    print(header)
+    print("-" * len(header))
+    for tol in args.tols:
+        for phase, backward in (("forward (no_grad)", False), ("fwd + adjoint bwd", True)):
+            ctx = torch.enable_grad if backward else torch.no_grad
+            with ctx():
+                nfe_ours = run_ours(f, z0, t, tol, backward)
+                nfe_theirs = run_theirs(f, z0, t, tol, backward)
+                t_ours, t_theirs = [], []
+                for _ in range(args.repeats):
+                    t_ours.append(timed(run_ours, f, z0, t, tol, backward))
+                    t_theirs.append(timed(run_theirs, f, z0, t, tol, backward))
+            mo, mt = statistics.median(t_ours), statistics.median(t_theirs)
+            nfe_o = f"{nfe_ours[0]}+{nfe_ours[1]}" if backward else f"{nfe_ours[0]}"
+            nfe_t = f"{nfe_theirs[0]}+{nfe_theirs[1]}" if backward else f"{nfe_theirs[0]}"
+            print(f"{tol:7.0e} {phase:>18} {nfe_o:>9} {nfe_t:>8} {1e3 * mo:9.1f} "
+                  f"{1e3 * mt:9.1f} {mo / mt:6.2f}")
+    f.zero_grad()
+    print()
+    print("peak bytes of autograd-saved tensors (fwd + bwd), tol=1e-5:")
+    tol = 1e-5
+    rows = []
+    for name, fn in (
+        ("latentatlas adjoint", lambda: run_ours(f, z0, t, tol, True)),
+        ("torchdiffeq adjoint", lambda: run_theirs(f, z0, t, tol, True)),
+        ("latentatlas backprop", lambda: run_ours(f, z0, t, tol, True, adjoint=False)),
+    ):
+        with SavedBytes() as sb:
+            fn()
+        rows.append((name, sb.peak))
+    for name, peak in rows:
+        print(f"  {name:<22} {peak / 2**20:8.2f} MiB")
+
+
+if __name__ == "__main__":
+    main()
