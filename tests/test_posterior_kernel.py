@@ -1,0 +1,113 @@
+"""KernelPosterior against its closed form for Gaussian features (E = identity on vectors)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import latentatlas as la
+from latentatlas.posterior import bundles as B
+
+AXIS0, AXIS1 = np.linspace(-1.0, 1.0, 9), np.linspace(-0.5, 1.5, 7)
+PARAMS = B.grid_params(AXIS0, AXIS1)
+
+
+def _closed_form(x: np.ndarray, refs: np.ndarray, tau: float) -> np.ndarray:
+    """p_j ∝ exp(-Σ_i ||x_i - r_j||^2 / (2 tau^2)), direct differences in float64. x (B, K, F)."""
+    d2 = ((x[:, :, None, :] - refs[None, None]) ** 2).sum((-1, 1))
+    lp = -d2 / (2 * tau**2)
+    p = np.exp(lp - lp.max(1, keepdims=True))
+    return (p / p.sum(1, keepdims=True)).reshape(-1, len(AXIS0), len(AXIS1))
+
+
+def test_exact_references_give_bayes_posterior():
+    # one reference per point, exactly at t_j, tau = 1: the Bayes posterior of x ~ N(t, I)
+    refs = PARAMS[:, None, :].copy()
+    model = la.posterior.KernelPosterior(lambda x: x, tau=1.0).fit(refs, AXIS0, AXIS1,
+                                                                   progress=False)
+    rng = np.random.default_rng(0)
+    x = PARAMS[rng.integers(0, len(PARAMS), 50)][:, None] + rng.standard_normal((50, 5, 2))
+    got = model.predict(x)
+    np.testing.assert_allclose(got, _closed_form(x, PARAMS, 1.0), rtol=0, atol=1e-10)
+    # the posterior mean is the grid average of that closed form
+    ref = _closed_form(x, PARAMS, 1.0)
+    np.testing.assert_allclose(model.posterior_mean(x)[:, 0], np.einsum("bij,i->b", ref, AXIS0),
+                               atol=1e-10)
+
+
+def test_averaged_references_and_median_tau():
+    rng = np.random.default_rng(1)
+    r = 50
+    refs = PARAMS[:, None, :] + 0.7 * rng.standard_normal((len(PARAMS), r, 2))
+    model = la.posterior.KernelPosterior(lambda x: x).fit(refs, AXIS0, AXIS1, progress=False)
+    # tau^2 = median of within-point variances: chi^2_98 / 98 has median ~0.993 and a median of 63
+    # such has relative spread ~0.02, so tau = 0.7 within 5 %.
+    assert abs(float(model.tau) - 0.7) < 0.05 * 0.7
+    x = refs[[3, 40, 62], :4]
+    means = refs.mean(1)
+    np.testing.assert_allclose(model.predict(x), _closed_form(x, means, float(model.tau)),
+                               rtol=0, atol=1e-10)
+    # keep all references: log-mean-exp over the R references of each point
+    keep = la.posterior.KernelPosterior(lambda x: x, tau=0.7, average=False).fit(
+        refs, AXIS0, AXIS1, progress=False)
+    d2 = ((x.mean(1)[:, None, None, :] - refs[None]) ** 2).sum(-1)  # (B, P, R)
+    lp = np.log(np.exp(-4 * d2 / (2 * 0.7**2)).mean(-1))
+    p = np.exp(lp - lp.max(1, keepdims=True))
+    p = (p / p.sum(1, keepdims=True)).reshape(-1, 9, 7)
+    np.testing.assert_allclose(keep.predict(x), p, rtol=0, atol=1e-10)
+
+
+def test_single_reference_tau_is_neighbour_distance():
+    model = la.posterior.KernelPosterior(lambda x: 3.0 * x).fit(PARAMS[:, None], AXIS0, AXIS1,
+                                                                progress=False)
+    # adjacent embeddings differ by 3 * 0.25 (axis0) or 3 * 0.333 (axis1); 56 + 54 pairs
+    assert float(model.tau) == pytest.approx(0.75)
+
+
+def test_posteriors_map_and_save(tmp_path):
+    rng = np.random.default_rng(2)
+    samples = PARAMS[:, None, :] + rng.standard_normal((len(PARAMS), 6, 2))
+    model = la.posterior.KernelPosterior(lambda x: x, tau=1.0).fit(PARAMS[:, None], AXIS0, AXIS1,
+                                                                   progress=False)
+    post = model.posteriors(samples, bundle=3, repeats=4, seed=0, progress=False)
+    assert post.shape == (len(PARAMS), 9, 7)
+    # the same bundles, by hand
+    p = 10
+    idx = B.choose_distinct(np.random.default_rng([0, p]), 4, 6, 3)
+    np.testing.assert_allclose(post[p], _closed_form(samples[p][idx], PARAMS, 1.0).mean(0),
+                               atol=1e-10)
+    # a plain function cannot be saved: io's clear error
+    with pytest.raises(ValueError, match="cannot"):
+        la.save(model, tmp_path / "k.safetensors")
+
+
+def test_save_load_with_module_features(tmp_path):
+    feats = la.posterior.MLPEncoder((2,), embed=3, hidden=4, depth=1)
+    model = la.posterior.KernelPosterior(feats).fit(PARAMS[:, None], AXIS0, AXIS1, progress=False)
+    same = la.load(la.save(model, tmp_path / "k.safetensors"))
+    x = np.random.default_rng(0).standard_normal((5, 2, 2))
+    np.testing.assert_allclose(same.predict(x), model.predict(x), atol=1e-12)
+    assert float(same.tau) == float(model.tau)
+
+
+def test_bad_inputs():
+    with pytest.raises(ValueError, match="tau"):
+        la.posterior.KernelPosterior(lambda x: x, tau=-1.0)
+    with pytest.raises(ValueError, match="features"):
+        la.posterior.KernelPosterior(3)
+    model = la.posterior.KernelPosterior(lambda x: x, tau=1.0)
+    with pytest.raises(ValueError, match="fit"):
+        model.predict(np.zeros((1, 1, 2)))
+    with pytest.raises(ValueError, match="grid mismatch"):
+        model.fit(PARAMS[:-1, None], AXIS0, AXIS1, progress=False)
+    model.fit(PARAMS[:, None], AXIS0, AXIS1, progress=False)
+    with pytest.raises(ValueError, match="bundles"):
+        model.predict(np.zeros((2, 3, 4)))
+    with pytest.raises(ValueError, match="bundle"):
+        model.posteriors(PARAMS[:, None], bundle=2, progress=False)
+    with pytest.raises(ValueError, match="features"):
+        la.posterior.KernelPosterior(lambda x: x.sum(-1), tau=1.0).fit(
+            PARAMS[:, None], AXIS0, AXIS1, progress=False)
+    with pytest.raises(ValueError, match="bundles"):
+        model.predict(torch.full((2, 1, 2), float("nan")))
