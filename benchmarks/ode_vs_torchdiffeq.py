@@ -94,6 +94,11 @@ def run_theirs(f, z0, t, tol, backward):
     return nfe_f, f.nfe - nfe_f
 
 
+def run_theirs_backprop(f, z0, t, tol):
+    ys = torchdiffeq.odeint(f, z0, t, rtol=tol, atol=tol, method="dopri5")
+    ys[-1].square().sum().backward()
+
+
 def timed(fn, *args, **kw) -> float:
     start = time.perf_counter()
     fn(*args, **kw)
@@ -138,6 +143,35 @@ def main() -> None:
                   f"{1e3 * mt:9.1f} {mo / mt:6.2f}")
     f.zero_grad()
     print()
+    print("accuracy at equal tolerance: max |z(1) - reference| (float64 copy of the problem;")
+    print("reference: our dopri5 at rtol=atol=1e-12, checked against torchdiffeq at 1e-12):")
+    f64 = Field(args.dim).double()
+    f64.load_state_dict(f.state_dict())
+    z64 = z0.double()
+    t64 = t.double()
+    with torch.no_grad():
+        ref = la.ode.odeint(f64, z64, t64, rtol=1e-12, atol=1e-12)[-1]
+        ref_tdq = torchdiffeq.odeint(f64, z64, t64, rtol=1e-12, atol=1e-12)[-1]
+        print(f"  references differ by {(ref - ref_tdq).abs().max().item():.1e}")
+        print(f"  {'tol':>7} {'NFE ours':>9} {'err ours':>9} {'NFE tdq':>8} {'err tdq':>9}")
+        for tol in (1e-4, 1e-5, 1e-6, 1e-7, 1e-8):
+            ours, st = la.ode.odeint(f64, z64, t64, rtol=tol, atol=tol, return_stats=True)
+            f64.nfe = 0
+            theirs = torchdiffeq.odeint(f64, z64, t64, rtol=tol, atol=tol)
+            e_o = (ours[-1] - ref).abs().max().item()
+            e_t = (theirs[-1] - ref).abs().max().item()
+            print(f"  {tol:7.0e} {st.nfe:9d} {e_o:9.1e} {f64.nfe:8d} {e_t:9.1e}")
+    print()
+    print("plain backprop through the solver (no adjoint), tol=1e-5, median ms:")
+    tol = 1e-5
+    t_ours, t_theirs = [], []
+    for _ in range(args.repeats):
+        t_ours.append(timed(run_ours, f, z0, t, tol, True, adjoint=False))
+        t_theirs.append(timed(run_theirs_backprop, f, z0, t, tol))
+    mo, mt = statistics.median(t_ours), statistics.median(t_theirs)
+    print(f"  ours {1e3 * mo:.1f}  torchdiffeq {1e3 * mt:.1f}  ratio {mo / mt:.2f}")
+    f.zero_grad()
+    print()
     print("peak bytes of autograd-saved tensors (fwd + bwd), tol=1e-5:")
     tol = 1e-5
     rows = []
@@ -145,6 +179,7 @@ def main() -> None:
         ("latentatlas adjoint", lambda: run_ours(f, z0, t, tol, True)),
         ("torchdiffeq adjoint", lambda: run_theirs(f, z0, t, tol, True)),
         ("latentatlas backprop", lambda: run_ours(f, z0, t, tol, True, adjoint=False)),
+        ("torchdiffeq backprop", lambda: run_theirs_backprop(f, z0, t, tol)),
     ):
         with SavedBytes() as sb:
             fn()

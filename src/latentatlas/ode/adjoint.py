@@ -101,7 +101,7 @@ class _OdeintAdjoint(torch.autograd.Function):
                 parts.append(g.reshape(-1) if g is not None else p.new_zeros(p.numel()))
             return torch.cat(parts)
 
-        a = grad_ys[-1].clone()
+        a = torch.zeros_like(grad_ys[0])
         g = ys.new_zeros(P)
         grad_t = torch.zeros(T, **t_kw) if want_t else None
         times = spec.times
@@ -109,14 +109,14 @@ class _OdeintAdjoint(torch.autograd.Function):
         h0: float | None = None
         with torch.no_grad():
             for i in range(T - 1, 0, -1):
+                a = a + grad_ys[i]
                 if want_t:
                     fi = func(torch.tensor(times[i], **t_kw), ys[i])
                     bstats.nfe += 1
                     grad_t[i] = torch.dot(fi, grad_ys[i]).to(t.dtype)
-                s0 = torch.cat([ys[i], a, g])
                 out, h_last = integrate(
                     aug,
-                    s0,
+                    torch.cat([ys[i], a, g]),
                     [times[i], times[i - 1]],
                     spec.method,
                     rtol=spec.rtol,
@@ -130,12 +130,10 @@ class _OdeintAdjoint(torch.autograd.Function):
                 )
                 if h_last is not None:
                     h0 = h_last  # next interval: same direction, similar dynamics
-                s1 = out[-1]
-                a = s1[N : 2 * N]
-                g = s1[2 * N :]
-                if i > 1:
-                    a = a + grad_ys[i - 1]
+                a = out[-1][N : 2 * N]
+                g = out[-1][2 * N :]
             if want_t:
+                # dL/dt0 = -a(t0)^T f(t0, y0), with a(t0) not including dL/dy(t0) itself
                 f0 = func(torch.tensor(times[0], **t_kw), ys[0])
                 bstats.nfe += 1
                 grad_t[0] = -torch.dot(f0, a).to(t.dtype)

@@ -25,10 +25,8 @@ def _check_t(t: Any, like: Tensor) -> Tensor:
             raise ValueError(f"t: expected a 1-D tensor of times, got {type(t).__name__}") from exc
     if t.dim() != 1 or t.numel() < 1:
         raise ValueError(f"t: expected a 1-D tensor with at least one time, got shape {tuple(t.shape)}")
-    if not torch.is_floating_point(t):
-        t = t.to(like.dtype)
-    if t.device != like.device:
-        t = t.to(like.device)
+    if t.dtype != like.dtype or t.device != like.device:
+        t = t.to(device=like.device, dtype=like.dtype)  # differentiable: grads flow back to t
     if not bool(torch.isfinite(t).all()):
         raise ValueError(f"t: times must be finite, got {t.tolist()}")
     if t.numel() > 1:
@@ -155,12 +153,12 @@ def odeint(
     """Solve ``dy/dt = f(t, y)`` from ``y(t[0]) = y0`` and return ``y`` at every time in ``t``.
 
     Args:
-        f: vector field ``f(t, y)``; ``t`` is a 0-dim tensor (dtype of ``t``), ``y`` has the
+        f: vector field ``f(t, y)``; ``t`` is a 0-dim tensor (y0's dtype), ``y`` has the
             structure of ``y0``; returns the same structure and shapes.
         y0: initial state: a tensor of any shape (e.g. a batch (B, D)), or a tuple of tensors
             (e.g. ``(z (B, D), logp (B,))`` for a CNF) sharing dtype and device.
         t: (T,) strictly increasing or strictly decreasing times (backwards integration works);
-            ``t[0]`` is the time of ``y0``. Moved to y0's device; integer times cast to y0's dtype.
+            ``t[0]`` is the time of ``y0``. Cast to y0's device and dtype (differentiably).
         method: ``"dopri5"`` (adaptive Dormand–Prince 5(4), the default), or fixed-step
             ``"euler"``, ``"midpoint"``, ``"rk4"``.
         rtol, atol: relative / absolute tolerance of dopri5's local error test, in the RMS norm

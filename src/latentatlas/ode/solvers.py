@@ -237,6 +237,7 @@ class _Solver:
         self.norm = _Norm(norm_sizes if norm_sizes is not None else [y0.numel()], y0)
         self.grad = grad
         self.steps = 0
+        self.nonfinite_rejections = 0
         self.direction = 1.0 if len(self.times) < 2 or self.times[-1] > self.times[0] else -1.0
         self.last_h: float | None = None
 
@@ -251,6 +252,8 @@ class _Solver:
     def _count_step(self, t: float, h: float) -> None:
         self.steps += 1
         if self.steps > self.max_steps:
+            if self.nonfinite_rejections:
+                raise self._nonfinite_near(t, h)
             raise ODEMaxStepsError(
                 f"odeint: max_steps={self.max_steps} reached at t={_fmt(t)} while integrating over "
                 f"[{_fmt(self.times[0])}, {_fmt(self.times[-1])}] with method "
@@ -258,6 +261,14 @@ class _Solver:
                 "blow up, or the tolerances are too tight — raise max_steps, loosen rtol/atol or "
                 "use a larger step_size"
             )
+
+    def _nonfinite_near(self, t: float, h: float) -> ODENonFiniteError:
+        return ODENonFiniteError(
+            f"odeint: the state or vector field became non-finite (NaN or inf) on the trial steps "
+            f"from t={_fmt(t)}; the step size was reduced to {abs(h):.3g} without getting past "
+            f"t={_fmt(t)} while integrating over [{_fmt(self.times[0])}, "
+            f"{_fmt(self.times[-1])}] ({self.nonfinite_rejections} non-finite trial steps)"
+        )
 
     def _nonfinite(self, t: float, what: str) -> ODENonFiniteError:
         return ODENonFiniteError(
@@ -411,6 +422,8 @@ class _Solver:
                 hh = h
             self._count_step(t, h)
             if h_abs <= 16 * math.ulp(max(abs(t), 1e-300)):
+                if self.nonfinite_rejections:
+                    raise self._nonfinite_near(t, h)
                 raise ODEStepSizeError(
                     f"odeint: step size underflow (h={h_abs:.3g}) at t={_fmt(t)} while "
                     f"integrating over [{_fmt(times[0])}, {_fmt(t_end)}]; the solution probably "
@@ -419,8 +432,10 @@ class _Solver:
             y1, K, ks = self._stages(t, tt, y, h, hh, k1)
             ratio = self._error_ratio(y, y1, K, h)
             if not math.isfinite(ratio):
-                # A too large step can overflow: shrink it and retry.
+                # A too large step can overflow: shrink it and retry (if the field is NaN beyond
+                # some time, the step shrinks until max_steps / underflow -> ODENonFiniteError).
                 self.stats.rejected += 1
+                self.nonfinite_rejections += 1
                 rejected_last = True
                 h_abs *= _FAC_MIN
                 continue
