@@ -1,0 +1,62 @@
+"""Geometry of a parameter plane: convex potential, Fisher metric, geodesics, boundaries.
+
+- :mod:`.potential`: :class:`Potential` (input-convex network), :func:`fit_potential` (Bregman /
+  Jensen–Shannon fit of log Z to gridded posteriors), :func:`model_posterior`.
+- :mod:`.metric`: :func:`metric`, :func:`change_coordinates`, :func:`volume_element`,
+  :func:`scalar_curvature`, :func:`grid_metric_fn`.
+- :mod:`.geodesics`: :func:`geodesic`, :func:`path_length`.
+- :mod:`.paths`: :func:`path_analysis` (jumps of the posterior mean along a segment).
+- :mod:`.boundaries`: :func:`ridges`, :func:`phases`, :func:`box_counting_dimension`.
+- :mod:`.baselines`: :func:`inverse_covariance_metric`, :class:`MLPPotential`,
+  :func:`fit_mlp_potential`.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+# Public name -> submodule that defines it (imported on first use).
+_LAZY = {
+    "Potential": "potential",
+    "PotentialBase": "potential",
+    "fit_potential": "potential",
+    "model_posterior": "potential",
+    "bregman_log_posterior": "potential",
+    "grid_points": "potential",
+    "smooth": "potential",
+    "smoothing_matrix": "potential",
+    "js_divergence": "potential",
+    "posterior_moments": "potential",
+    "metric": "metric",
+    "change_coordinates": "metric",
+    "volume_element": "metric",
+    "scalar_curvature": "metric",
+    "grid_metric_fn": "metric",
+    "Geodesic": "geodesics",
+    "geodesic": "geodesics",
+    "path_length": "geodesics",
+    "PathAnalysis": "paths",
+    "path_analysis": "paths",
+    "flag_jumps": "paths",
+    "ridges": "boundaries",
+    "phases": "boundaries",
+    "box_counting_dimension": "boundaries",
+    "inverse_covariance_metric": "baselines",
+    "MLPPotential": "baselines",
+    "fit_mlp_potential": "baselines",
+}
+
+__all__ = list(_LAZY)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        value = getattr(importlib.import_module(f"{__name__}.{_LAZY[name]}"), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'latentatlas.geometry' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)
