@@ -10,10 +10,13 @@ runs the lattices in parallel (``prange``). A sweep is
 
 - a checkerboard Metropolis sweep (both sublattices) with acceptance read from a per-point table of
   the 10 (spin, neighbour sum) cases, drawn against 32-bit PCG32 uniforms;
-- with ``algorithm="wolff"`` and ``H == 0``: in addition, Wolff cluster flips until about L² spins
-  have been flipped (cluster updates need ``H = 0``; at ``H != 0`` the sweep stays Metropolis only);
-- at ``H == 0``: a global spin flip with probability 1/2 (an exact symmetry of ``p``, so a valid
-  move), kept as a sign variable so it costs nothing. It restores the ± symmetry below T_c.
+- with ``algorithm="wolff"`` and ``H == 0``: in addition, a fixed number of Wolff cluster flips,
+  about L² / (mean cluster size) as measured in 32 calibration sweeps at the start of the burn-in
+  (cluster updates need ``H = 0``; at ``H != 0`` the sweep stays Metropolis only);
+- a global spin flip, proposed with probability 1/2 and accepted with ``min(1, exp(-2 H M))``
+  (``M = Σ s_i``): at ``H = 0`` an exact symmetry of ``p``, kept as a sign variable so it costs
+  nothing, that restores the ± symmetry below T_c; at small ``|H M|`` (small lattices, weak fields)
+  it lets the chain visit the metastable sector against the field with its correct weight.
 
 Chains start ordered, aligned with the field (at ``H = 0`` the global-flip sign starts random), so
 low-temperature points with a field equilibrate. Burn-in and thinning are either given or chosen from
@@ -72,6 +75,7 @@ def _run(
     wthr: np.ndarray,  # (P,) uint64 Wolff bond-activation thresholds
     wolff: np.ndarray,  # (P,) bool: cluster updates at this point
     zero_field: np.ndarray,  # (P,) bool
+    field: np.ndarray,  # (P,) float64 H
     nsweeps: np.ndarray,  # (P,) int64 sweeps to run
     every: np.ndarray,  # (P,) int64 record every this many sweeps
     bsum: np.ndarray,  # (P,) int64 running bond sum, updated in place
@@ -82,12 +86,15 @@ def _run(
     store: bool,
     accepted: np.ndarray,  # (P,) int64 accepted Metropolis flips, incremented
     stack: np.ndarray,  # (P, L*L) int32 Wolff stacks (or (P, 1) when unused)
+    nclust: np.ndarray,  # (P,) int64 Wolff clusters per sweep
+    csize: np.ndarray,  # (P,) int64 total size of the Wolff clusters flipped, incremented
 ) -> None:
     P = spins.shape[0]
     L = spins.shape[1]
     N = L * L
     R = rec_b.shape[1]
     half = np.uint64(1 << 31)
+    two32 = float(TWO32)
     always = np.uint64(TWO32)
     nn = np.uint64(N)
     s32 = np.uint64(32)
@@ -122,7 +129,7 @@ def _run(
             if wolff[p]:
                 pt = wthr[p]
                 flipped = 0
-                while flipped < N:
+                for _c in range(nclust[p]):
                     st, r = pcg32(st, inc)
                     site = np.int64((r * nn) >> s32)
                     i0 = site // L
@@ -161,10 +168,17 @@ def _run(
                                     stack[p, sp] = yi * L + yj
                                     sp += 1
                                     flipped += 1
+                csize[p] += flipped
+            st, r = pcg32(st, inc)
             if zero_field[p]:
-                st, r = pcg32(st, inc)
                 if r < half:
                     sg = -sg
+            elif r < np.uint64(two32 * 0.5 * min(1.0, math.exp(-2.0 * field[p] * M))):
+                # global flip proposed with probability 1/2, accepted with exp(-2 H M)
+                for i in range(L):
+                    for j in range(L):
+                        S[i, j] = -S[i, j]
+                M = -M
             if (sweep + 1) % ev == 0 and k < R:
                 rec_b[p, k] = B
                 rec_m[p, k] = sg * M
@@ -210,6 +224,7 @@ class _Chains:
         self.thr = prob_threshold(prob)
         self.wthr = prob_threshold(1.0 - np.exp(-2.0 * K))
         self.zero_field = H == 0.0
+        self.H = np.ascontiguousarray(H, dtype=np.float64)
         self.wolff = self.zero_field & wolff
         self.rng = seed_streams(seeds)
         start = np.where(H < 0, -1, 1).astype(np.int8)
@@ -221,6 +236,26 @@ class _Chains:
         self.msum = start.astype(np.int64) * L * L
         self.accepted = np.zeros(P, dtype=np.int64)
         self.stack = np.zeros((P, L * L if self.wolff.any() else 1), dtype=np.int32)
+        self.nclust = np.ones(P, dtype=np.int64)
+        self.csize = np.zeros(P, dtype=np.int64)
+
+    def calibrate(self, sweeps: int = 32) -> np.ndarray:
+        """Fix the number of Wolff clusters per sweep so that about L² spins flip per sweep.
+
+        The number must not depend on the current state during sampling (a state-dependent
+        stopping rule would bias the chain), so it is measured once here, over ``sweeps`` sweeps
+        of one cluster each, and then kept. Only cluster points run these sweeps. Returns the
+        (P,) sweeps run (part of the burn-in).
+        """
+        run = np.where(self.wolff, sweeps, 0).astype(np.int64)
+        if not self.wolff.any():
+            return run
+        self.csize[:] = 0
+        self.advance(run)
+        mean = np.maximum(self.csize / sweeps, 1.0)
+        nclust = np.clip(np.rint(self.L * self.L / mean), 1, self.L * self.L).astype(np.int64)
+        self.nclust = np.where(self.wolff, nclust, 1)
+        return run
 
     def run(
         self, nsweeps: np.ndarray, every: np.ndarray, records: int, store: bool
@@ -231,9 +266,10 @@ class _Chains:
         rec_m = np.zeros((P, records), dtype=np.int32)
         rec_s = np.zeros((P, records if store else 0, L, L), dtype=np.int8)
         _run(
-            self.spins, self.sign, self.rng, self.thr, self.wthr, self.wolff, self.zero_field,
+            self.spins, self.sign, self.rng, self.thr, self.wthr, self.wolff, self.zero_field, self.H,
             np.asarray(nsweeps, dtype=np.int64), np.maximum(np.asarray(every, dtype=np.int64), 1),
             self.bsum, self.msum, rec_b, rec_m, rec_s, store, self.accepted, self.stack,
+            self.nclust, self.csize,
         )
         return rec_b, rec_m, rec_s
 
@@ -352,7 +388,9 @@ class Ising2D(Source):
         L = self.L
         nat = self.natural(params)
         chains = _Chains(nat[:, 0], nat[:, 1], L, point_seeds(seed, params), self.algorithm == "wolff")
+        calibration = chains.calibrate()
         taus, burn = burn_in_phase(chains.record, chains.advance, P, self.burn_in)
+        burn = burn + calibration
         thin = auto_thin(taus, self.thin, self.max_thin)
         if self.thin == "auto" and np.any(thin >= self.max_thin):
             logger.warning(
