@@ -1,0 +1,158 @@
+"""Atlas container, save/load, compare, run folder; end-to-end on the Gaussian family."""
+
+from __future__ import annotations
+
+import json
+import zipfile
+
+import numpy as np
+import pytest
+
+from latentatlas.atlas import ATLAS_KEYS, Atlas, RunFolder, compare, error_maps, load
+
+
+def _quadratic_atlas(g0: int = 12, g1: int = 9) -> Atlas:
+    """Phi = t^T A t / 2 + b.t: gradient A t + b, constant metric A (exact, by hand)."""
+    axis0 = np.linspace(-1.0, 2.0, g0)
+    axis1 = np.linspace(0.5, 1.5, g1)
+    a, b = np.meshgrid(axis0, axis1, indexing="ij")
+    A = np.array([[2.0, 0.3], [0.3, 1.0]])
+    t = np.stack([a, b], -1)
+    phi = 0.5 * np.einsum("...i,ij,...j->...", t, A, t) + 0.1 * a
+    grad = t @ A.T + np.array([0.1, 0.0])
+    metric = np.broadcast_to(A, (g0, g1, 2, 2)).copy()
+    return Atlas(names=("a", "b"), axis0=axis0, axis1=axis1, potential=phi, gradient=grad,
+                 metric=metric, config={"note": "quadratic", "nested": {"x": [1, 2]}})
+
+
+def test_save_load_round_trip_exact_keys_no_pickle(tmp_path):
+    atlas = _quadratic_atlas()
+    path = atlas.save(tmp_path / "run")
+    assert path.name == "atlas.npz"
+    with zipfile.ZipFile(path) as zf:
+        assert sorted(n[:-4] for n in zf.namelist()) == sorted(ATLAS_KEYS)
+    with np.load(path, allow_pickle=False) as data:  # raises if anything needs pickle
+        assert data["names"].dtype.kind == "U"
+        for key in ATLAS_KEYS:
+            assert data[key] is not None
+    cfg = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert cfg == {"note": "quadratic", "nested": {"x": [1, 2]}}
+    back = load(tmp_path / "run")
+    assert back.names == ("a", "b")
+    for key in ("axis0", "axis1", "potential", "gradient", "metric"):
+        np.testing.assert_array_equal(getattr(back, key), getattr(atlas, key))
+    assert back.config == atlas.config
+    assert back.potential_model is None
+
+
+def test_load_rejects_unexpected_keys(tmp_path):
+    atlas = _quadratic_atlas()
+    arrays = atlas.arrays()
+    arrays["extra"] = np.zeros(3)
+    np.savez(tmp_path / "atlas.npz", **arrays)
+    with pytest.raises(ValueError, match="unexpected \\['extra'\\]"):
+        load(tmp_path)
+    with pytest.raises(FileNotFoundError):
+        load(tmp_path / "nowhere")
+
+
+def test_atlas_validates_shapes():
+    atlas = _quadratic_atlas()
+    with pytest.raises(ValueError, match="metric: expected shape \\(12, 9, 2, 2\\)"):
+        Atlas(names=("a", "b"), axis0=atlas.axis0, axis1=atlas.axis1, potential=atlas.potential,
+              gradient=atlas.gradient, metric=atlas.metric[:, :, :1])
+    with pytest.raises(ValueError, match="axis0: expected finite, strictly increasing"):
+        Atlas(names=("a", "b"), axis0=atlas.axis0[::-1], axis1=atlas.axis1,
+              potential=atlas.potential, gradient=atlas.gradient, metric=atlas.metric)
+    bad = atlas.metric.copy()
+    bad[0, 0, 0, 0] = np.nan
+    with pytest.raises(ValueError, match="metric: expected finite values"):
+        Atlas(names=("a", "b"), axis0=atlas.axis0, axis1=atlas.axis1, potential=atlas.potential,
+              gradient=atlas.gradient, metric=bad)
+
+
+def test_volume_element_and_metric_at_interpolation():
+    atlas = _quadratic_atlas()
+    # det A = 2 - 0.09 = 1.91
+    np.testing.assert_allclose(atlas.volume_element(), np.sqrt(1.91), rtol=1e-12)
+    # bilinear interpolation of a constant field is exact
+    g = atlas.metric_at(np.array([[0.3, 0.7], [2.0, 1.5]]))
+    np.testing.assert_allclose(g, np.broadcast_to(atlas.metric[0, 0], (2, 2, 2)), rtol=1e-12)
+    # a metric linear in t is interpolated exactly too
+    a, _ = np.meshgrid(atlas.axis0, atlas.axis1, indexing="ij")
+    atlas.metric = atlas.metric * (1.0 + 0.1 * a)[..., None, None]
+    g = atlas.metric_at(np.array([0.25, 1.0]))
+    np.testing.assert_allclose(g, atlas.metric[0, 0] / (1.0 + 0.1 * atlas.axis0[0]) * 1.025,
+                               rtol=1e-12)
+    with pytest.raises(ValueError, match="t: expected points inside the atlas bounds"):
+        atlas.metric_at(np.array([[3.0, 1.0]]))
+
+
+def test_compare_zero_for_identical_and_known_values():
+    atlas = _quadratic_atlas()
+    ref = {"potential": atlas.potential.copy(), "gradient": atlas.gradient.copy(),
+           "metric": atlas.metric.copy()}
+    # the metric is constant, so its range is 0: use a varying one for the metric checks
+    a, b = np.meshgrid(atlas.axis0, atlas.axis1, indexing="ij")
+    ref["metric"] = ref["metric"] * (1.0 + a**2 + b)[..., None, None]
+    atlas.metric = ref["metric"].copy()
+    out = compare(atlas, ref)
+    for key in ("potential", "gradient", "gradient0", "gradient1", "g00", "g01", "g11"):
+        assert out[key] == pytest.approx(0.0, abs=1e-12), key
+
+    # an affine term in Phi and a constant in grad Phi are invisible
+    shifted = {"potential": atlas.potential + 3.0 - 2.0 * a + 5.0 * b,
+               "gradient": atlas.gradient + np.array([7.0, -1.0]), "metric": atlas.metric}
+    out = compare(shifted, ref, axes=(atlas.axis0, atlas.axis1))
+    assert out["potential"] == pytest.approx(0.0, abs=1e-10)
+    assert out["gradient"] == pytest.approx(0.0, abs=1e-12)
+
+    # a known residual: Phi + eps * r with r orthogonal to affine functions (r = a^2 - fit)
+    r = a**2
+    design = np.stack([np.ones(a.size), a.ravel(), b.ravel()], 1)
+    coef, *_ = np.linalg.lstsq(design, r.ravel(), rcond=None)
+    resid = r - (design @ coef).reshape(r.shape)
+    eps = 0.05
+    out = compare({"potential": atlas.potential + eps * r + 1.0 + a}, ref,
+                  axes=(atlas.axis0, atlas.axis1))
+    expected = eps * np.sqrt(np.mean(resid**2)) / np.ptp(ref["potential"])
+    assert out["potential"] == pytest.approx(expected, rel=1e-10)
+
+    # gradient + constant + a zero-mean bump: only the bump counts, per component
+    bump = np.sin(np.pi * (a - a.min()) / np.ptp(a))
+    bump = bump - bump.mean()
+    grad = atlas.gradient.copy()
+    grad[..., 1] += 4.0 + 0.2 * bump
+    out = compare({"gradient": grad}, ref)
+    assert out["gradient0"] == pytest.approx(0.0, abs=1e-12)
+    expected1 = 0.2 * np.sqrt(np.mean(bump**2)) / np.ptp(ref["gradient"][..., 1])
+    assert out["gradient1"] == pytest.approx(expected1, rel=1e-10)
+    assert out["gradient"] == pytest.approx(expected1 / np.sqrt(2), rel=1e-10)
+
+    # metric: absolute units, no rescaling: 10 % too large everywhere
+    out = compare({"metric": 1.1 * ref["metric"]}, ref)
+    for i, j in ((0, 0), (0, 1), (1, 1)):
+        comp = ref["metric"][..., i, j]
+        assert out[f"g{i}{j}"] == pytest.approx(0.1 * np.sqrt(np.mean(comp**2)) / np.ptp(comp),
+                                                rel=1e-10)
+    maps = error_maps({"metric": 1.1 * ref["metric"]}, ref)
+    np.testing.assert_allclose(maps["g00"], 0.1 * np.abs(ref["metric"][..., 0, 0])
+                               / np.ptp(ref["metric"][..., 0, 0]))
+
+
+def test_run_folder_refuses_another_config(tmp_path):
+    cfg = {"a": 1, "version": "0.1.0"}
+    run = RunFolder(tmp_path / "run", cfg)
+    (tmp_path / "run" / "atlas.npz").write_bytes(b"x")
+    assert run.done("atlas") and not run.done("sample")
+    before = (tmp_path / "run" / "config.json").read_text()
+    with pytest.raises(ValueError, match="holds a run with another config \\(a=1 there vs 2 here"):
+        RunFolder(tmp_path / "run", {"a": 2, "version": "0.1.0"})
+    assert (tmp_path / "run" / "config.json").read_text() == before
+    # the package version does not count; force recomputes
+    assert not RunFolder(tmp_path / "run", {"a": 1, "version": "9"}, force=True).done("atlas")
+    # a folder with outputs but no config is not adopted
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "store.zarr").mkdir()
+    with pytest.raises(ValueError, match="holds run outputs but no config.json"):
+        RunFolder(tmp_path / "other", cfg)
