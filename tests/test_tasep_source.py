@@ -33,7 +33,7 @@ def master_equation(L: int, alpha: float, beta: float) -> tuple[float, np.ndarra
     return _master_equation(int(L), float(alpha), float(beta))
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _master_equation(L: int, alpha: float, beta: float) -> tuple[float, np.ndarray]:
     S = 1 << L
     occ = (np.arange(S)[:, None] >> np.arange(L)) & 1  # bit i = site i
