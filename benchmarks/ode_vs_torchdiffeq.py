@@ -52,7 +52,7 @@ class SavedBytes:
 
     class _Held:
         def __init__(self, owner: SavedBytes, t: torch.Tensor) -> None:
-            self.owner, self.t = owner, t
+            self.owner, self.t = owner, t.detach()  # no cycle t -> grad_fn -> saved t
             self.n = t.numel() * t.element_size()
             owner.live += self.n
             owner.peak = max(owner.peak, owner.live)

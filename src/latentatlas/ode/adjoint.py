@@ -21,6 +21,7 @@ the T outputs are kept from the forward pass.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -46,6 +47,37 @@ class _Spec:
     stats: ODEStats
     norm_sizes: list[int]
     f0: Tensor | None
+
+
+def _warn_missing_params(out: Tensor, known: Sequence[Tensor]) -> None:
+    """Warn if ``out`` depends on leaf tensors requiring grad that are not in ``known``.
+
+    With the adjoint, only ``params`` receive gradients; anything else ``f`` uses would silently
+    get none. Walks the autograd graph of one evaluation of ``f`` (once per backward).
+    """
+    known_ids = {id(k) for k in known}
+    missing: list[Tensor] = []
+    seen: set[int] = set()
+    stack = [out.grad_fn]
+    while stack:
+        node = stack.pop()
+        if node is None or id(node) in seen:
+            continue
+        seen.add(id(node))
+        var = getattr(node, "variable", None)  # AccumulateGrad nodes hold a leaf
+        if var is not None:
+            if id(var) not in known_ids:
+                missing.append(var)
+            continue
+        stack.extend(nxt for nxt, _ in node.next_functions)
+    if missing:
+        shapes = ", ".join(str(tuple(m.shape)) for m in missing[:8])
+        warnings.warn(
+            f"odeint(adjoint=True): f depends on {len(missing)} tensor(s) that require grad but "
+            f"are not in params (shapes {shapes}); the adjoint gives them no gradient. Pass them "
+            "in params= (default: f.parameters() when f is an nn.Module).",
+            stacklevel=2,
+        )
 
 
 class _OdeintAdjoint(torch.autograd.Function):
@@ -84,6 +116,7 @@ class _OdeintAdjoint(torch.autograd.Function):
         sizes = [p.numel() for p in params]
         P = sum(sizes)
         bstats = ODEStats()
+        checked = [False]
 
         def aug(tt: Tensor, s: Tensor) -> Tensor:
             y = s[:N]
@@ -92,7 +125,15 @@ class _OdeintAdjoint(torch.autograd.Function):
                 y = y.detach().requires_grad_(True)
                 fy = func(tt, y)
                 if fy.requires_grad:
-                    grads = torch.autograd.grad(fy, (y, *params), -a, allow_unused=True)
+                    if not checked[0]:
+                        checked[0] = True
+                        _warn_missing_params(fy, [y, *params])
+                    # retain_graph: f may use tensors computed once outside the solve (e.g. a
+                    # context embedding); their graph is shared by all evaluations. The graph of
+                    # this evaluation itself dies with fy when aug returns.
+                    grads = torch.autograd.grad(
+                        fy, (y, *params), -a, allow_unused=True, retain_graph=True
+                    )
                 else:
                     grads = (None,) * (1 + len(params))
             parts = [fy.detach()]
