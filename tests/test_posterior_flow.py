@@ -84,6 +84,13 @@ def test_grid_maps_and_save_load(trained, tmp_path):
         m = 0.5 * (ex + post[row])
         jsd = 0.5 * (np.sum(ex * np.log(ex / m + 1e-300)) + np.sum(post[row] * np.log(post[row] / m)))
         assert jsd < 0.02, jsd
+    # explicit axes: the fitted grid gives the same maps; another grid gives maps of its shape
+    again = model.posteriors(x[pts], AXIS, AXIS, bundle=K, repeats=4, seed=2, progress=False)
+    np.testing.assert_allclose(again, post, atol=1e-12)
+    coarse = model.posteriors(x[pts], AXIS[::2], AXIS[::3], bundle=K, repeats=4, seed=2,
+                              progress=False)
+    assert coarse.shape == (3, 13, 9)
+    assert model.axis0.shape == (G,)  # the fitted grid is restored
     same = la.load(la.save(model, tmp_path / "flow.safetensors"))
     xb = _test_bundles(8)
     torch.testing.assert_close(same.log_prob(np.zeros((8, 2)), xb),
@@ -115,6 +122,12 @@ def test_one_dimensional_params_and_bad_inputs(tmp_path):
         model.fit(x[:-1], params=t, steps=1, progress=False)
     with pytest.raises(ValueError, match="flow"):
         la.posterior.FlowPosterior((1,), dim=1, flow="glow")
+    with pytest.raises(ValueError, match="sigma"):
+        model.fit(x, params=t, spacing=[0.2], sigma=-1.0, steps=1, progress=False)
+    with pytest.raises(ValueError, match="sigma"):
+        model.fit(x, params=t, sigma=1.0, steps=1, progress=False)
+    with pytest.raises(ValueError, match="dim=2"):
+        model.posteriors(x, [0.0, 1.0], [0.0, 1.0], bundle=2, progress=False)
     with pytest.raises(ValueError, match="t:"):
         model.log_prob(np.zeros((3, 2)), x[:3, :2])
     with pytest.raises(ValueError, match="bundles"):

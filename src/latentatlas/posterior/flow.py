@@ -190,6 +190,40 @@ class FlowPosterior(PosteriorMap, Configurable, nn.Module):
             out.append(lp.reshape(c.shape[0], g))
         return torch.log_softmax(torch.cat(out), dim=-1)
 
+    def posteriors(  # type: ignore[override]
+        self,
+        samples: Any,
+        axis0: Any = None,
+        axis1: Any = None,
+        *,
+        bundle: int,
+        repeats: int = 8,
+        seed: int = 0,
+        batch_size: int = 1024,
+        progress: bool = True,
+    ) -> np.ndarray:
+        """Posterior maps on a grid (the fitted one, or ``axis0``, ``axis1`` if given).
+
+        As :meth:`PosteriorMap.posteriors`: (P, S, *sample_shape) -> (P, G0, G1) float64, each
+        map the flow density at the grid points normalised over the grid, averaged over
+        ``repeats`` bundles of ``bundle`` samples per point.
+        """
+        if (axis0 is None) != (axis1 is None):
+            raise ValueError("axis0, axis1: pass both grid axes or neither")
+        if axis0 is None:
+            return super().posteriors(samples, bundle, repeats, seed, batch_size, progress)
+        if self.dim != 2:
+            raise ValueError(f"axis0, axis1: a 2-D grid needs dim=2, the model has dim={self.dim}")
+        a0, a1 = B.check_axes(axis0, axis1)
+        saved = self.axis0, self.axis1
+        w = self._param()
+        try:
+            self.axis0 = torch.as_tensor(a0, dtype=w.dtype, device=w.device)
+            self.axis1 = torch.as_tensor(a1, dtype=w.dtype, device=w.device)
+            return super().posteriors(samples, bundle, repeats, seed, batch_size, progress)
+        finally:
+            self.axis0, self.axis1 = saved
+
     # -- training ------------------------------------------------------------------------------
     def fit(
         self,
@@ -202,6 +236,7 @@ class FlowPosterior(PosteriorMap, Configurable, nn.Module):
         bundle: int = 4,
         neighbours: int = 1,
         jitter: bool = True,
+        sigma: float | None = None,
         steps: int = 2000,
         batch_size: int = 128,
         lr: float = 1e-3,
@@ -225,6 +260,9 @@ class FlowPosterior(PosteriorMap, Configurable, nn.Module):
             bundle: K.
             neighbours: K_neib (samples from the K_neib nearest points of the centre t').
             jitter: add uniform noise over the cell (or neighbourhood) to the target t'.
+            sigma: optional Gaussian smoothing of the targets, std ``sigma`` grid cells (needs a
+                cell size): the flow then estimates the posterior convolved with that Gaussian,
+                like :class:`GridPosterior`'s bump targets. None or 0: no smoothing.
             steps, batch_size, lr, bundles, val_fraction, max_samples, progress, checkpoint,
             seed, **train_options: as in :meth:`GridPosterior.fit`.
 
@@ -269,16 +307,26 @@ class FlowPosterior(PosteriorMap, Configurable, nn.Module):
         unit = cell if cell is not None else np.where(hi > lo, hi - lo, 1.0)
         neigh = B.neighbours(pts, kneib, unit)
         train_b, val_b = B.training_bundles(s, neigh, bundle, n_bundles, val_fraction, seed)
+        if sigma is not None and not (isinstance(sigma, int | float) and math.isfinite(sigma)
+                                      and sigma >= 0):
+            raise ValueError(f"sigma: expected a non-negative width in grid cells or None, got "
+                             f"{sigma!r}")
+        if sigma and cell is None:
+            raise ValueError("sigma: target smoothing in grid cells needs a cell size; pass "
+                             "spacing=(d,) with params")
         rng = np.random.default_rng([seed, 1])
         width = cell if (jitter and cell is not None) else np.zeros(self.dim)
+        smooth = float(sigma or 0.0) * (cell if cell is not None else np.zeros(self.dim))
 
         def targets(b: B.Bundles) -> Tensor:
             pick = neigh[b.centre, rng.integers(0, kneib, len(b))] if kneib > 1 else b.centre
             t = pts[pick] + (rng.random((len(b), self.dim)) - 0.5) * width
+            if smooth.any():
+                t = t + rng.standard_normal((len(b), self.dim)) * smooth
             return torch.as_tensor(t, dtype=w.dtype)
 
         with torch.no_grad():
-            half = 0.5 * (hi - lo) + 0.5 * width
+            half = 0.5 * (hi - lo) + 0.5 * width + 2.0 * smooth
             half = np.where(half > 0, half, 1.0)
             self.t_loc.copy_(torch.as_tensor(0.5 * (lo + hi)))
             self.t_scale.copy_(torch.as_tensor(half / 2.0))  # standardised t in [-2, 2]
