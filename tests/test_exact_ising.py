@@ -48,6 +48,39 @@ def test_transfer_matrix_equals_enumeration(L: int) -> None:
     np.testing.assert_allclose(ex.hessian(np.array(POINTS[1])), hess[1:2], rtol=1e-12, atol=1e-12)
 
 
+@pytest.mark.parametrize("L", [3, 4])
+def test_magnetization_distribution_equals_enumeration(L: int) -> None:
+    s = _configs(L)
+    f = _stats(L)
+    mags = s.sum((1, 2))
+    ex = I.IsingExact(L)
+    pts = np.array([(0.3, 0.0), (0.6, 0.1), (1.0, -0.2)])
+    law = ex.magnetization_distribution(pts)
+    absm = ex.abs_magnetization_per_spin(pts)
+    for i, (K, H) in enumerate(pts):
+        p = _brute(f, K, H)[3]
+        exact = np.bincount((mags + L * L) // 2, weights=p, minlength=L * L + 1)
+        # DFT of N + 1 bounded terms: absolute round-off ~ N * 1e-16
+        np.testing.assert_allclose(law[i], exact, atol=1e-13)
+        assert absm[i] == pytest.approx(p @ np.abs(mags) / L**2, abs=1e-13)
+
+
+def test_magnetization_distribution_is_consistent_at_l8() -> None:
+    ex = I.IsingExact(8)
+    pts = np.array([[0.6, 0.05], [0.5, 0.0], [0.3, 0.0]])
+    law = ex.magnetization_distribution(pts)
+    values = np.arange(-64, 65, 2)
+    np.testing.assert_allclose(law.sum(1), 1.0, rtol=1e-14)
+    np.testing.assert_allclose(law @ values, ex.gradient(pts)[:, 1], rtol=1e-10, atol=1e-10)
+    var = law @ values**2 - (law @ values) ** 2
+    np.testing.assert_allclose(var, ex.hessian(pts)[:, 1, 1], rtol=1e-10)
+    # symmetric at H = 0; ordered phase: E|m| within 1 % of Yang's m at L = 8 (K = 0.5)
+    np.testing.assert_allclose(law[1], law[1][::-1], atol=1e-14)
+    assert ex.abs_magnetization_per_spin(pts[1:2])[0] == pytest.approx(
+        float(I.yang_magnetization(0.5)), rel=0.01
+    )
+
+
 @pytest.mark.parametrize("L", list(range(3, 11)))
 def test_transfer_matrix_equals_kaufman(L: int) -> None:
     K = np.array([0.1, 0.3, I.KC, 0.6, 1.5])  # both sides of K_c

@@ -305,6 +305,7 @@ def _tables(L: int) -> dict:
     return {
         "phi": np.stack([phi_k, phi_h], 0).astype(np.float64),  # (2, R, R, L)
         "R": R,
+        "period": period,
         "sectors": sectors,
     }
 
@@ -414,6 +415,47 @@ def _transfer(L: int, natural: np.ndarray, need: int) -> tuple[np.ndarray, ...]:
     return tuple(np.concatenate([p[q] for p in parts]) for q in range(need + 1))
 
 
+def _magnetization_law(L: int, K: float, H: float) -> np.ndarray:
+    """P(M = -N + 2k), k = 0..N, for one point (see IsingExact.magnetization_distribution)."""
+    tab = _tables(L)
+    phi_k, phi_h = tab["phi"]
+    period = tab["period"]
+    N = L * L
+    n = N + 1
+    X = K * phi_k + H * phi_h
+    F = np.exp(X - X.max())  # (R, R, L)
+    # leading eigenvalue of the real (omega = 0) transfer matrix, for scaling
+    spec0 = np.fft.rfft(F, axis=-1)
+    lam = 0.0
+    for m, valid, _, norm, real in tab["sectors"]:
+        block = spec0[..., m][valid][:, valid] * norm
+        lam = max(lam, float(np.abs(np.linalg.eigvalsh(block.real if real else block)).max()))
+    # characteristic function at omega_j, j = 0..n//2 (the rest are complex conjugates). The
+    # field enters T as exp(H (M(σ) + M(σ'))/2) and M is rotation invariant, so a complex field
+    # only conjugates each momentum block by a diagonal: B(omega) = D B(0) D, D = e^{i omega M/2}.
+    omega = np.pi * np.arange(n // 2 + 1) / n
+    mag = np.diagonal(phi_h[:, :, 0])  # M of each orbit representative
+    spec = np.fft.fft(F / lam, axis=-1)
+    c = np.zeros(len(omega), dtype=np.complex128)
+    for m in range(L):
+        valid = np.flatnonzero((m * period) % L == 0)
+        if valid.size == 0:
+            continue
+        norm = np.sqrt(np.outer(period[valid], period[valid])) / L
+        block = spec[..., m][valid][:, valid] * norm  # (nb, nb)
+        d = np.exp(0.5j * omega[:, None] * mag[valid][None, :])  # (J, nb)
+        blocks = d[:, :, None] * block[None] * d[:, None, :]
+        c += np.trace(np.linalg.matrix_power(blocks, L), axis1=1, axis2=2)
+    # c_j = Σ_k w_k exp(i omega_j (2k - N)); undo the offset and invert the DFT
+    c = c * np.exp(1j * omega * N)
+    full = np.empty(n, dtype=np.complex128)
+    full[: len(c)] = c
+    full[len(c) :] = np.conj(c[1 : n - len(c) + 1][::-1])
+    w = np.fft.fft(full).real / n
+    law = np.clip(w / c[0].real, 0.0, None)
+    return law / law.sum()
+
+
 def transfer_matrix_log_z(L: int, K: np.ndarray | float, H: np.ndarray | float = 0.0) -> np.ndarray:
     """Exact log Z of the periodic L x L lattice with coupling K and field H (L <= 10).
 
@@ -463,6 +505,28 @@ class IsingExact:
     def hessian(self, natural: np.ndarray) -> np.ndarray:
         """Hess log Z = Cov f, the Fisher metric of ONE configuration in (K, H), (P, 2, 2)."""
         return _transfer(self.L, _check_natural(natural), 2)[2]
+
+    def magnetization_distribution(self, natural: np.ndarray) -> np.ndarray:
+        """Exact law of the total magnetization M = Σ s_i, (P, N + 1) for M = -N, -N + 2, ..., N.
+
+        From the characteristic function ``Z(K, H + iω_j) / Z(K, H)`` at ``ω_j = π j / (N + 1)``
+        (traces of powers of the momentum blocks with a complex field, scaled by the real
+        leading eigenvalue so every term is bounded) and a discrete Fourier transform over the
+        N + 1 values of M.
+        Absolute accuracy ~1e-14 per entry (round-off of the transform; tiny negative values are
+        clipped to 0). Cost: ~N/2 complex matrix powers per momentum block and point (~0.05 s
+        at L = 8, ~1-2 s at L = 10): meant for a few points, not a grid.
+        """
+        nat = _check_natural(natural)
+        with _single_thread_blas():
+            return np.stack([_magnetization_law(self.L, k, h) for k, h in nat])
+
+    def abs_magnetization_per_spin(self, natural: np.ndarray) -> np.ndarray:
+        """E|M| / N, (P,), exact (from :meth:`magnetization_distribution`); the finite-lattice
+        counterpart of the spontaneous magnetization at H = 0."""
+        law = self.magnetization_distribution(natural)
+        values = np.abs(np.arange(-self.N, self.N + 1, 2)) / self.N
+        return law @ values
 
     def energy_per_spin(self, natural: np.ndarray) -> np.ndarray:
         """u = E[-Σ_<ij> s_i s_j] / N (J = 1; the field term is not included), (P,)."""
