@@ -17,6 +17,7 @@ Run:  python benchmarks/ode_vs_torchdiffeq.py [--dim 8] [--batch 512] [--repeats
 from __future__ import annotations
 
 import argparse
+import functools
 import statistics
 import time
 
@@ -161,6 +162,26 @@ def main() -> None:
             e_o = (ours[-1] - ref).abs().max().item()
             e_t = (theirs[-1] - ref).abs().max().item()
             print(f"  {tol:7.0e} {st.nfe:9d} {e_o:9.1e} {f64.nfe:8d} {e_t:9.1e}")
+    print()
+    print("adjoint gradient accuracy: max |dL/dw - reference| / max |reference| over all")
+    print("parameters, L = sum z(1)^2 (float64; reference: adjoint at rtol=atol=1e-11):")
+
+    def param_grad(solve, tol):
+        f64.zero_grad()
+        ys = solve(f64, z64, t64, rtol=tol, atol=tol)
+        ys[-1].square().sum().backward()
+        return torch.cat([p.grad.reshape(-1) for p in f64.parameters()])
+
+    ours_solve = functools.partial(la.ode.odeint, adjoint=True)
+    g_ref = param_grad(ours_solve, 1e-11)
+    g_ref_tdq = param_grad(torchdiffeq.odeint_adjoint, 1e-11)
+    scale = g_ref.abs().max().item()
+    print(f"  references differ by {(g_ref - g_ref_tdq).abs().max().item() / scale:.1e}")
+    print(f"  {'tol':>7} {'err ours':>9} {'err tdq':>9}")
+    for tol in (1e-5, 1e-6, 1e-7):
+        e_o = (param_grad(ours_solve, tol) - g_ref).abs().max().item() / scale
+        e_t = (param_grad(torchdiffeq.odeint_adjoint, tol) - g_ref).abs().max().item() / scale
+        print(f"  {tol:7.0e} {e_o:9.1e} {e_t:9.1e}")
     print()
     print("plain backprop through the solver (no adjoint), tol=1e-5, median ms:")
     tol = 1e-5

@@ -29,7 +29,7 @@ import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
-from .solvers import FlatFunc, ODEStats, integrate
+from .solvers import FlatFunc, ODEError, ODEStats, integrate
 
 __all__ = ["odeint_adjoint_flat"]
 
@@ -155,20 +155,23 @@ class _OdeintAdjoint(torch.autograd.Function):
                     fi = func(torch.tensor(times[i], **t_kw), ys[i])
                     bstats.nfe += 1
                     grad_t[i] = torch.dot(fi, grad_ys[i]).to(t.dtype)
-                out, h_last = integrate(
-                    aug,
-                    torch.cat([ys[i], a, g]),
-                    [times[i], times[i - 1]],
-                    spec.method,
-                    rtol=spec.rtol,
-                    atol=spec.atol,
-                    step_size=spec.step_size,
-                    max_steps=spec.max_steps,
-                    stats=bstats,
-                    t_dtype=t.dtype,
-                    h0=h0,
-                    norm_sizes=norm_sizes,
-                )
+                try:
+                    out, h_last = integrate(
+                        aug,
+                        torch.cat([ys[i], a, g]),
+                        [times[i], times[i - 1]],
+                        spec.method,
+                        rtol=spec.rtol,
+                        atol=spec.atol,
+                        step_size=spec.step_size,
+                        max_steps=spec.max_steps,
+                        stats=bstats,
+                        t_dtype=t.dtype,
+                        h0=h0,
+                        norm_sizes=norm_sizes,
+                    )
+                except ODEError as exc:  # say that it was the backward solve
+                    raise type(exc)(f"adjoint backward pass: {exc}") from exc
                 if h_last is not None:
                     h0 = h_last  # next interval: same direction, similar dynamics
                 a = out[-1][N : 2 * N]
