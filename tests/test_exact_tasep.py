@@ -39,6 +39,11 @@ def test_matrix_product_equals_master_equation(L: int) -> None:
     for a, b in POINTS:
         w = _explicit_weights(L, a, b)
         p = T.stationary_distribution(L, a, b)
+        f, _ = T.matrix_product_weights(L, a, b)
+        np.testing.assert_allclose(f, w, rtol=1e-12)  # same normalisation <W|V> = 1
+        np.testing.assert_allclose(
+            T.stationary_distribution(L, a, b, "matrix_product"), p, rtol=1e-10
+        )
         # three independent routes agree to float64 rounding (sums of <= 64 positive terms)
         assert T.partition_function(L, a, b) == pytest.approx(w.sum(), rel=1e-12)
         np.testing.assert_allclose(p, w / w.sum(), rtol=1e-10, atol=1e-15)
@@ -103,6 +108,31 @@ def test_fisher_metric_equals_finite_differences() -> None:
         assert np.all(np.linalg.eigvalsh(g[i]) > 0)
 
 
+def test_fisher_metric_routes_agree() -> None:
+    # master equation (sparse LU) vs forward-mode matrix product: independent exact routes
+    params = np.array([[0.3, 0.6], [0.05, 0.05], [0.9, 0.02], [1.0, 1.0], [0.5, 0.5]])
+    for L in (8, 10):
+        g_master = T.fisher_metric(L, params, method="master")
+        g_mp = T.fisher_metric(L, params)
+        np.testing.assert_allclose(g_mp, g_master, rtol=1e-10, atol=1e-12)
+    # derivatives of the weights against central differences (polynomials in 1/alpha, 1/beta)
+    a, b, e = 0.35, 0.55, 1e-6
+    f, df = T.matrix_product_weights(9, a, b)
+    fd_a = (T.matrix_product_weights(9, a + e, b)[0] - T.matrix_product_weights(9, a - e, b)[0]) / (
+        2 * e
+    )
+    fd_b = (T.matrix_product_weights(9, a, b + e)[0] - T.matrix_product_weights(9, a, b - e)[0]) / (
+        2 * e
+    )
+    np.testing.assert_allclose(df, np.stack([fd_a, fd_b], 1), rtol=1e-7)
+    assert f.sum() == pytest.approx(T.partition_function(9, a, b), rel=1e-13)
+    # L = 14 (beyond the master equation): symmetric positive definite, and the particle-hole +
+    # reflection symmetry (alpha, beta) -> (beta, alpha) swaps the metric's axes
+    g = T.fisher_metric(14, [[0.3, 0.7], [0.7, 0.3]])
+    np.testing.assert_allclose(g[1], g[0][::-1, ::-1], rtol=1e-10)
+    assert np.all(np.linalg.eigvalsh(g) > 0)
+
+
 def test_bad_input() -> None:
     for bad in (0.0, -0.1, 1.5, np.nan):
         with pytest.raises(ValueError, match="alpha"):
@@ -113,6 +143,12 @@ def test_bad_input() -> None:
             T.fisher_metric(4, [[bad, 0.5]])
     with pytest.raises(ValueError, match="L <= 12"):
         T.stationary_distribution(13, 0.5, 0.5)
+    with pytest.raises(ValueError, match="L <= 16"):
+        T.fisher_metric(17, [[0.5, 0.5]])
+    with pytest.raises(ValueError, match="L <= 12"):
+        T.fisher_metric(13, [[0.5, 0.5]], method="master")
+    with pytest.raises(ValueError, match="method"):
+        T.fisher_metric(4, [[0.5, 0.5]], method="exact")
     with pytest.raises(ValueError, match="L"):
         T.density_profile(0, 0.5, 0.5)
     with pytest.raises(ValueError, match=r"\(P, 2\)"):
