@@ -162,3 +162,59 @@ def test_bad_inputs(tmp_path):
     custom = la.posterior.GridPosterior((M,), (G, G), encoder=torch.nn.Linear(M, 64))
     with pytest.raises(ValueError, match="cannot be rebuilt"):
         la.save(custom, tmp_path / "custom.safetensors")
+
+
+@pytest.mark.slow
+def test_periodic_cnn_matches_exact_lattice_posterior():
+    """End to end through the lattice CNN: x_ab ~ N(mu, exp(2 s)) iid on an 8 x 8 periodic lattice,
+    (mu, s) on an 8 x 8 grid over [-0.3, 0.3]^2. The exact posterior of a bundle (K = 2, 128
+    values) is ∝ exp(-Σ (x - mu)^2 / (2 e^{2s}) - 128 s): about 1.3 x 1.0 cells wide, so the
+    encoder must learn both sufficient statistics Σx and Σx² through convolutions + pooling."""
+    g, s_per, lat, k, sigma = 8, 64, 8, 2, 0.7
+    ax = np.linspace(-0.3, 0.3, g)
+    params = B.grid_params(ax, ax)
+    rng = np.random.default_rng(0)
+    noise = rng.standard_normal((g * g, s_per, lat, lat))
+    x = (params[:, 0, None, None, None] + np.exp(params[:, 1, None, None, None]) * noise)
+    x = x.astype(np.float32)
+    model = la.posterior.GridPosterior((lat, lat), (g, g), embed=16, hidden=64,
+                                       encoder_options={"channels": 16})
+    assert isinstance(model.encoder, la.posterior.CNNEncoder)
+    model.fit(x, ax, ax, bundle=k, sigma=sigma, steps=600, batch_size=64, lr=3e-3, progress=False)
+    post = model.posteriors(x, bundle=k, repeats=8, seed=1, progress=False)
+    kern = B.bump_kernel(g, sigma)
+    ref = np.empty_like(post)
+    for p in range(g * g):
+        idx = B.choose_distinct(np.random.default_rng([1, p]), 8, s_per, k)
+        xb = x[p][idx].astype(np.float64).reshape(8, -1)
+        mu, ls = params[:, 0], params[:, 1]
+        lp = -((xb[:, :, None] - mu) ** 2).sum(1) / (2 * np.exp(2 * ls)) - xb.shape[1] * ls
+        pr = np.exp(lp - lp.max(1, keepdims=True))
+        pr = (pr / pr.sum(1, keepdims=True)).reshape(8, g, g)
+        ref[p] = np.einsum("rab,ai,bj->ij", pr, kern, kern) / 8
+    # measured: mean JSD 0.0017, mean error 0.06 cells per axis; the thresholds allow ~3x that
+    jsd = _jsd(post, ref)
+    assert jsd.mean() < 0.006, jsd.mean()
+    mean = lambda q: np.stack([np.einsum("pij,i->p", q, ax), np.einsum("pij,j->p", q, ax)], -1)  # noqa: E731
+    err = np.sqrt(((mean(post) - mean(ref)) ** 2).mean(0)) / (ax[1] - ax[0])
+    assert np.all(err < 0.2), err
+
+
+def test_checkpoint_resume_and_configurable_encoder(tmp_path):
+    x = _family()[:, :20]
+    enc = la.posterior.MLPEncoder((M,), embed=8, hidden=8, depth=1)
+    a = la.posterior.GridPosterior((M,), (G, G), encoder=enc, embed=8, hidden=8)
+    ckpt = tmp_path / "ckpt.pt"
+    a.fit(x, AXIS, AXIS, steps=6, batch_size=8, progress=False, checkpoint=ckpt, val_every=3)
+    assert ckpt.exists()
+    # a second run with the same checkpoint finds training complete: identical weights
+    torch.manual_seed(123)
+    b = la.posterior.GridPosterior((M,), (G, G), encoder=la.posterior.MLPEncoder(
+        (M,), embed=8, hidden=8, depth=1), embed=8, hidden=8)
+    b.fit(x, AXIS, AXIS, steps=6, batch_size=8, progress=False, checkpoint=ckpt, val_every=3)
+    for (ka, va), (kb, vb) in zip(a.state_dict().items(), b.state_dict().items()):
+        assert ka == kb and torch.equal(va, vb), ka
+    # a latentatlas encoder passed as a module is saved with the estimator (nested config)
+    same = la.load(la.save(a, tmp_path / "a.safetensors"))
+    assert isinstance(same.encoder, la.posterior.MLPEncoder)
+    np.testing.assert_array_equal(same.predict(x[:4, :3]), a.predict(x[:4, :3]))

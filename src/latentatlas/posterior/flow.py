@@ -11,6 +11,7 @@ normalises it, giving the same maps as the other estimators.
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Sequence
 from typing import Any
@@ -25,6 +26,8 @@ from .encoders import build_encoder, check_encoder_output
 from .grid import PosteriorMap, _nonneg_int, _pos_int, as_torch_samples
 
 __all__ = ["FLOWS", "FlowPosterior"]
+
+log = logging.getLogger(__name__)
 
 FLOWS = {"nsf": "NSF", "maf": "MAF", "realnvp": "RealNVP"}
 
@@ -116,6 +119,11 @@ class FlowPosterior(PosteriorMap, Configurable, nn.Module):
         x = self._check_bundles(bundles)
         w = self._param()
         b, k = x.shape[:2]
+        fit_k = int(self.fit_bundle)
+        if fit_k and k != fit_k and not self.training and not getattr(self, "_warned_k", False):
+            log.warning("FlowPosterior was trained on bundles of %d samples, got %d: the posterior "
+                        "is calibrated for K = %d", fit_k, k, fit_k)
+            self._warned_k = True
         flat = (x.reshape(b * k, *x.shape[2:]).to(device=w.device, dtype=w.dtype) - self.x_loc)
         z = check_encoder_output(self.encoder(flat / self.x_scale), b * k, self.embed)
         return z.reshape(b, k, -1).mean(1)

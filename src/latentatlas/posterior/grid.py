@@ -28,6 +28,8 @@ from .encoders import build_encoder, check_encoder_output
 
 __all__ = ["GridPosterior", "PosteriorMap"]
 
+_CHUNK_BYTES = 2**28  # posteriors() reads at most ~256 MB of samples at a time
+
 
 def _nonneg_int(value: Any, name: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 0:
@@ -138,8 +140,10 @@ class PosteriorMap:
 
         Point p's bundles depend only on ``(seed, p)``, not on the chunking.
         """
-        p_all, s, _ = B.check_samples(samples, None, self.sample_shape)
+        p_all, s, shape = B.check_samples(samples, None, self.sample_shape)
         bundle, repeats = _pos_int(bundle, "bundle"), _pos_int(repeats, "repeats")
+        itemsize = np.dtype(getattr(samples, "dtype", np.float64)).itemsize
+        chunk = max(1, min(chunk, _CHUNK_BYTES // max(1, s * math.prod(shape) * itemsize)))
         seed = _nonneg_int(seed, "seed")
         if bundle > s:
             raise ValueError(f"bundle: expected at most S = {s} (the samples available per point), "
