@@ -109,6 +109,11 @@ def test_one_dimensional_params_and_bad_inputs(tmp_path):
               progress=False)
     assert model.sample_posterior(x[:3, :2], 7).shape == (3, 7, 1)
     same = la.load(la.save(model, tmp_path / "f1.safetensors"))
+    # the other flows of la.flows plug in the same way (d = 2 here; log_prob shapes)
+    for name in ("maf", "realnvp"):
+        other = la.posterior.FlowPosterior((3,), dim=2, embed=4, flow=name,
+                                           flow_options={"transforms": 2, "hidden": (8,)})
+        assert other.log_prob(np.zeros((5, 2)), np.zeros((5, 2, 3), np.float32)).shape == (5,)
     np.testing.assert_allclose(same.sample_posterior(x[:3, :2], 7), model.sample_posterior(x[:3, :2], 7))
     with pytest.raises(ValueError, match="2-D grid"):
         model.posteriors(x, bundle=2, progress=False)
@@ -122,6 +127,8 @@ def test_one_dimensional_params_and_bad_inputs(tmp_path):
         model.fit(x[:-1], params=t, steps=1, progress=False)
     with pytest.raises(ValueError, match="flow"):
         la.posterior.FlowPosterior((1,), dim=1, flow="glow")
+    with pytest.raises(ValueError, match="flow"):
+        la.posterior.FlowPosterior((1,), dim=2, embed=4, flow=la.flows.NSF(2, context=5))
     with pytest.raises(ValueError, match="sigma"):
         model.fit(x, params=t, spacing=[0.2], sigma=-1.0, steps=1, progress=False)
     with pytest.raises(ValueError, match="sigma"):
