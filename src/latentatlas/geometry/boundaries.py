@@ -5,7 +5,8 @@
   (2) it is a local maximum of ``f`` along that direction (neighbours at +-1 pixel along the
   eigenvector, bilinear interpolation), and (3) ``f`` is high: above ``median(f) + c * 1.4826 *
   MAD(f)`` (a robust z-score; the metric is flat inside phases and peaks at boundaries, so the bulk
-  of the pixels sets median and MAD). This is the classical ridge (crest line) definition
+  of the pixels sets median and MAD) and above ``median + rel * (max(f) - median)``. On the outer
+  one-pixel frame of the grid (padded differences) ridges are only continued from the pixel inside. This is the classical ridge (crest line) definition
   (Eberly et al. 1994) restricted to salient crests; it gives one-pixel-wide lines that need no
   skeletonisation.
 - :func:`phases`: connected regions between boundaries (4-connected, so a one-pixel boundary line
@@ -38,6 +39,7 @@ def ridges(
     smooth: float = 1.0,
     log: bool = True,
     c: float = 3.0,
+    rel: float = 0.1,
     threshold: float | None = None,
 ) -> np.ndarray:
     """Boundary mask from the ridges (crest lines) of a field, e.g. ``sqrt(det g)`` on the grid.
@@ -47,6 +49,8 @@ def ridges(
         smooth: Gaussian pre-smoothing width in pixels (0: none).
         log: use ``log(field)`` (the metric varies over orders of magnitude).
         c: robust z-score a ridge pixel must exceed (ignored if ``threshold`` is given).
+        rel: and it must rise above the median by at least this fraction of ``max(f) - median``
+            (when the bulk is perfectly flat its MAD is ~0 and noise would pass the z-score).
         threshold: explicit threshold on the (log, smoothed) field.
 
     Returns:
@@ -63,9 +67,12 @@ def ridges(
         raise ValueError(f"smooth: expected >= 0 pixels, got {smooth!r}")
     if smooth > 0:
         f = ndimage.gaussian_filter(f, smooth, mode="nearest")
-    f0, f1 = np.gradient(f)
-    f00, f01 = np.gradient(f0)
-    _, f11 = np.gradient(f1)
+    # 3-point stencils: only the outer one-pixel frame uses padded values
+    fp = np.pad(f, 1, mode="edge")
+    c0 = fp[1:-1, 1:-1]
+    f00 = fp[2:, 1:-1] - 2 * c0 + fp[:-2, 1:-1]
+    f11 = fp[1:-1, 2:] - 2 * c0 + fp[1:-1, :-2]
+    f01 = 0.25 * (fp[2:, 2:] - fp[2:, :-2] - fp[:-2, 2:] + fp[:-2, :-2])
     hess = np.stack([np.stack([f00, f01], -1), np.stack([f01, f11], -1)], -2)
     evals, evecs = np.linalg.eigh(hess)
     lam, n = evals[..., 0], evecs[..., :, 0]  # most negative curvature and its direction
@@ -74,8 +81,13 @@ def ridges(
     minus = ndimage.map_coordinates(f, [ii - n[..., 0], jj - n[..., 1]], order=1, mode="nearest")
     if threshold is None:
         med = np.median(f)
-        threshold = med + c * 1.4826 * np.median(np.abs(f - med))
-    return (lam < 0) & (f >= plus) & (f >= minus) & (f > threshold)
+        threshold = med + max(c * 1.4826 * np.median(np.abs(f - med)), rel * (f.max() - med))
+    mask = (lam < 0) & (f >= plus) & (f >= minus) & (f > threshold)
+    # padded differences on the outer frame make spurious crests there: the frame only continues
+    # the ridges that reach it (so that a boundary line cuts the grid all the way to its edge)
+    mask[0, :], mask[-1, :] = mask[1, :], mask[-2, :]
+    mask[:, 0], mask[:, -1] = mask[:, 1], mask[:, -2]
+    return mask
 
 
 def phases(boundary_mask: Any, min_size: int = 0) -> np.ndarray:
@@ -117,8 +129,8 @@ def box_counting_dimension(
             pixel boxes over-count a rasterised line, boxes near the image size give few counts);
             for points ``extent * 2**-k`` for ``k = 3 .. floor(log2(N) / 2) + 2``.
         offsets: the box grid is shifted by ``k / offsets`` of a box along each axis
-            (``offsets**2`` grids) and the smallest count is kept (the best cover; this removes
-            most of the oscillation of the counts caused by the grid's alignment with the set).
+            (``offsets**2`` grids) and the counts are averaged (this removes most of the
+            oscillation of the counts caused by the grid's alignment with the set).
 
     Returns:
         ``(dimension, (sizes, counts))``: the least-squares slope of ``log counts`` against
@@ -147,23 +159,20 @@ def box_counting_dimension(
     if len(pts) == 0:
         raise ValueError("obj: the mask / point set is empty")
     sizes = np.asarray(scales, dtype=np.float64).reshape(-1)
-    _reduce = np.mean
     if sizes.size < 2 or (sizes <= 0).any():
         raise ValueError(f"scales: expected at least 2 positive box sizes, got {sizes.tolist()}")
     if not isinstance(offsets, int) or offsets < 1:
         raise ValueError(f"offsets: expected a positive int, got {offsets!r}")
     shifts = np.arange(offsets) / offsets
+    rel = pts - origin
+
+    def count(s: float, dx: float, dy: float) -> int:
+        ij = np.floor(rel / s + [dx, dy]).astype(np.int64)
+        key = ij[:, 0] * (int(ij[:, 1].max()) + 1) + ij[:, 1]  # one integer per box
+        return len(np.unique(key))
+
     counts = np.array(
-        [
-            _reduce(
-                [
-                    len(np.unique(np.floor((pts - origin) / s + [dx, dy]).astype(np.int64), axis=0))
-                    for dx in shifts
-                    for dy in shifts
-                ]
-            )
-            for s in sizes
-        ]
+        [np.mean([count(s, dx, dy) for dx in shifts for dy in shifts]) for s in sizes]
     )
     slope = np.polyfit(-np.log(sizes), np.log(counts), 1)[0]
     return float(slope), (sizes, counts)

@@ -2,7 +2,7 @@
 
 A path is ``n`` points ``x_0 = a, ..., x_{n-1} = b``. Its discrete energy
 ``E = (n - 1) * sum_i dx_i^T g(m_i) dx_i`` (``dx_i = x_{i+1} - x_i``, ``m_i`` the segment midpoint)
-is minimised over the interior points with L-BFGS, starting from the straight line (coarse-to-fine:
+is minimised over the interior points with L-BFGS-B (scipy; bounds optional), starting from the straight line (coarse-to-fine:
 the path is first optimised with fewer points, then refined). Energy minimisers are geodesics
 traversed at constant speed; the result is finally resampled at equal metric arc length.
 
@@ -100,39 +100,44 @@ def _resample(fn: Callable[[Tensor], Tensor], pts: Tensor, n: int) -> Tensor:
 
 
 def _minimise(fn, a: Tensor, b: Tensor, init: Tensor, iters: int, bounds: Tensor | None, tol: float):
+    """Minimise the discrete energy over the interior points with L-BFGS-B (scipy)."""
+    from scipy.optimize import minimize
+
     n = init.shape[0] + 2
-    x = init.clone().requires_grad_(True)
-    opt = torch.optim.LBFGS(
-        [x], lr=1.0, max_iter=iters, history_size=20, tolerance_grad=tol,
-        tolerance_change=tol * 1e-3, line_search_fn="strong_wolfe",
-    )
+    shape = init.shape
 
-    def path(z: Tensor) -> Tensor:
-        if bounds is not None:
-            z = torch.minimum(torch.maximum(z, bounds[:, 0]), bounds[:, 1])
-        return torch.cat([a[None], z, b[None]])
-
-    def energy() -> Tensor:
-        p = path(x)
+    def energy(z: Tensor) -> Tensor:
+        p = torch.cat([a[None], z, b[None]])
         dx = p[1:] - p[:-1]
         g = fn(0.5 * (p[1:] + p[:-1]))
         return (n - 1) * torch.einsum("ni,nij,nj->", dx, g, dx)
 
-    def closure() -> Tensor:
-        opt.zero_grad()
-        e = energy()
-        if not torch.isfinite(e):
-            raise FloatingPointError(
-                "geodesic: the metric became non-finite along the path; pass `bounds` to keep "
-                "the path inside the metric's domain"
-            )
-        e.backward()
-        return e
+    def fun(flat: np.ndarray) -> tuple[float, np.ndarray]:
+        with torch.enable_grad():
+            z = torch.as_tensor(flat, dtype=a.dtype).reshape(shape).requires_grad_(True)
+            e = energy(z)
+            if not torch.isfinite(e):
+                raise FloatingPointError(
+                    "geodesic: the metric became non-finite along the path; pass `bounds` to "
+                    "keep the path inside the metric's domain"
+                )
+            (grad,) = torch.autograd.grad(e, z)
+        return float(e.detach()), grad.reshape(-1).numpy().astype(np.float64)
 
-    with torch.enable_grad():
-        opt.step(closure)
-        e = float(energy().detach())
-    return path(x.detach()), e
+    box = None
+    if bounds is not None:
+        lo = np.broadcast_to(bounds[:, 0].numpy(), shape).reshape(-1)
+        hi = np.broadcast_to(bounds[:, 1].numpy(), shape).reshape(-1)
+        box = list(zip(lo, hi))
+    x0 = init.detach().numpy().reshape(-1).astype(np.float64)
+    if box is not None:
+        x0 = np.clip(x0, [lo_ for lo_, _ in box], [hi_ for _, hi_ in box])
+    res = minimize(
+        fun, x0, jac=True, method="L-BFGS-B", bounds=box,
+        options={"maxiter": iters, "gtol": tol, "ftol": tol * 1e-2, "maxcor": 20},
+    )
+    z = torch.as_tensor(res.x, dtype=a.dtype).reshape(shape)
+    return torch.cat([a[None], z, b[None]]), float(res.fun)
 
 
 def geodesic(
@@ -140,9 +145,9 @@ def geodesic(
     a: Any,
     b: Any,
     n: int = 64,
-    iters: int = 500,
+    iters: int = 300,
     bounds: Any = None,
-    tol: float = 1e-10,
+    tol: float = 1e-7,
     levels: int = 3,
 ) -> Geodesic:
     """Shortest path between ``a`` and ``b`` for the metric ``metric_fn``.
@@ -152,9 +157,9 @@ def geodesic(
             an Atlas-like object, a callable (N, 2) -> (N, 2, 2) on float64 tensors).
         a, b: (2,) end points.
         n: number of points of the returned path (>= 3).
-        iters: L-BFGS iterations per refinement level.
+        iters: L-BFGS-B iterations per refinement level.
         bounds: optional (2, 2) box (low, high per coordinate) that interior points are clamped to.
-        tol: L-BFGS gradient tolerance.
+        tol: L-BFGS-B projected-gradient tolerance (``gtol``; ``ftol = tol / 100``).
         levels: coarse-to-fine levels (the first uses about ``n / 2**(levels-1)`` points, >= 8).
 
     Returns:
