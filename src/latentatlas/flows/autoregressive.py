@@ -21,7 +21,7 @@ from torch import Tensor
 from ..io import Configurable
 from .core import ComposedTransform, Flow, Transform
 from .nets import MADE, check_hidden, check_int, check_positive
-from .splines import rqs_from_knots, spline_params
+from .splines import identity_spline_params, rqs_from_knots, spline_params
 
 __all__ = ["IAF", "MAF", "InverseTransform", "MaskedAutoregressive"]
 
@@ -74,6 +74,8 @@ class MaskedAutoregressive(Configurable, Transform):
         self.features, self.context_features, self.univariate = features, context, univariate
         k = 2 if univariate == "affine" else 3 * bins - 1
         self.made = MADE(features, context, hidden, k, order, activation)
+        # Start as the identity (zero output layer): stable deep stacks, faster training.
+        self.made.init_output(torch.zeros(2) if univariate == "affine" else identity_spline_params(bins))
 
     def _map(self, x: Tensor, p: Tensor, inverse: bool) -> tuple[Tensor, Tensor]:
         """Elementwise map of x (B, D) with parameters p (B, D, k) -> (y, logdet (B,))."""

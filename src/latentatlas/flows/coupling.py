@@ -18,7 +18,7 @@ from torch import Tensor
 from ..io import Configurable
 from .core import ComposedTransform, Flow, Transform
 from .nets import MLP, check_hidden, check_int, check_positive
-from .splines import rqs_from_knots, spline_params
+from .splines import identity_spline_params, rqs_from_knots, spline_params
 
 __all__ = ["AffineCoupling", "NSF", "RealNVP", "SplineCoupling"]
 
@@ -47,6 +47,11 @@ class _Coupling(Configurable, Transform):
         n_a = len(range(features)[self.a_slice])
         self.n_b = features - n_a
         self.net = MLP(n_a + context, self.n_b * self.params_per_feature, hidden, activation)
+        # Start as the identity (zero output layer): stable deep stacks, faster training.
+        self.net.init_output(self._identity_params().repeat(self.n_b))
+
+    def _identity_params(self) -> Tensor:
+        return torch.zeros(self.params_per_feature)
 
     def _params(self, xa: Tensor, context: Tensor | None) -> Tensor:
         inp = xa if context is None else torch.cat([xa, context], dim=-1)
@@ -145,6 +150,9 @@ class SplineCoupling(_Coupling):
         self.bound = check_positive(bound, "bound")
         self.params_per_feature = 3 * bins - 1
         self._setup(features, context, hidden, flip, activation)
+
+    def _identity_params(self) -> Tensor:
+        return identity_spline_params(self.bins)
 
     def _map(self, xb: Tensor, params: Tensor, inverse: bool) -> tuple[Tensor, Tensor]:
         k = self.bins

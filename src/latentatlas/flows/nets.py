@@ -98,6 +98,15 @@ class MLP(nn.Module):
             sizes = (in_features, *hidden, out_features)
             self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in zip(sizes[:-1], sizes[1:]))
 
+    @torch.no_grad()
+    def init_output(self, bias: Tensor | None = None) -> None:
+        """Zero the output layer's weights and set its bias (default 0): the network then starts
+        as a constant, e.g. the parameters of an identity transform."""
+        last = self.constant if self.in_features == 0 else self.layers[-1].bias
+        if self.in_features:
+            self.layers[-1].weight.zero_()
+        last.copy_(bias if bias is not None else torch.zeros_like(last))
+
     def forward(self, x: Tensor) -> Tensor:
         """x: (B, I) -> (B, O)."""
         if self.in_features == 0:
@@ -187,6 +196,16 @@ class MADE(nn.Module):
         for i, mask in enumerate(masks):
             self.register_buffer(f"mask{i}", mask)
         self._n = len(masks)
+
+    @torch.no_grad()
+    def init_output(self, bias: Tensor | None = None) -> None:
+        """Zero the output layer's weights; set its bias to ``bias`` (k,) for every feature."""
+        layer = self.layers[-1]
+        layer.weight.zero_()
+        if bias is None:
+            layer.bias.zero_()
+        else:
+            layer.bias.copy_(bias.to(layer.bias).repeat(self.features))
 
     def forward(self, x: Tensor, context: Tensor | None = None) -> Tensor:
         """x: (B, D), context: (B, C) or None -> (B, D, k)."""

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["rational_quadratic_spline", "spline_params"]
+__all__ = ["identity_spline_params", "rational_quadratic_spline", "spline_params"]
 
 DEFAULT_MIN_WIDTH = 1e-3
 DEFAULT_MIN_HEIGHT = 1e-3
@@ -136,6 +136,8 @@ def rqs_from_knots(
     return y, logdet
 
 
-def _identity_derivative_param(min_derivative: float = DEFAULT_MIN_DERIVATIVE) -> float:
-    """The unnormalised derivative value that gives a knot derivative of exactly 1."""
-    return math.log(math.expm1(1 - min_derivative))
+def identity_spline_params(bins: int, min_derivative: float = DEFAULT_MIN_DERIVATIVE) -> Tensor:
+    """Unnormalised parameters (3K-1,) = (widths, heights, derivatives) of the identity spline:
+    equal bins and knot derivatives of exactly 1."""
+    d = math.log(math.expm1(1 - min_derivative))
+    return torch.cat([torch.zeros(2 * bins), torch.full((bins - 1,), d)])

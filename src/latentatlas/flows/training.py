@@ -100,6 +100,7 @@ def train(
     progress: bool = True,
     seed: int = 0,
     desc: str = "train",
+    stop_after: int | None = None,
 ) -> History:
     """Minimise ``loss_fn(*batch)`` over minibatches of ``data``.
 
@@ -125,6 +126,11 @@ def train(
         progress: show a tqdm progress bar.
         seed: seeds the train/validation split and the minibatch order.
         desc: progress-bar label.
+        stop_after: interrupt after this many steps in total (``< steps``) as if the run had been
+            stopped there: the checkpoint then holds the *current* state (not the best weights),
+            the model keeps its current weights, and calling ``train`` again with the same
+            arguments (without ``stop_after``) resumes to ``steps`` with exactly the result of an
+            uninterrupted run. Requires ``checkpoint``.
 
     Returns:
         The :class:`History`.
@@ -142,6 +148,10 @@ def train(
         _positive(patience, "patience", integer=True)
     if not 0.0 <= val_fraction < 1.0:
         raise ValueError(f"val_fraction: expected a number in [0, 1), got {val_fraction!r}")
+    if stop_after is not None:
+        _positive(stop_after, "stop_after", integer=True)
+        if checkpoint is None:
+            raise ValueError("stop_after: needs a checkpoint file to resume from, got checkpoint=None")
 
     gen = torch.Generator().manual_seed(seed)
     if val_data is not None:
@@ -218,7 +228,8 @@ def train(
     window: list[float] = []
     bar = tqdm(total=steps, initial=start, desc=desc, disable=not progress, leave=False)
     step = start
-    while step < steps and not history.stopped_early:
+    end = steps if stop_after is None else min(steps, stop_after)
+    while step < end and not history.stopped_early:
         idx = torch.randint(n_train, (batch_size,), generator=gen)
         batch = tuple(t[idx.to(t.device)] for t in train_set)
         loss = loss_fn(*batch)
@@ -259,6 +270,10 @@ def train(
             save_checkpoint()
         bar.update(1)
     bar.close()
+    if step < steps and not history.stopped_early:  # interrupted by stop_after: keep the state
+        save_checkpoint()
+        model.eval()
+        return history
     if best_state is not None:
         model.load_state_dict(best_state)
     save_checkpoint()
