@@ -304,6 +304,10 @@ def _tables(L: int) -> dict:
         sectors.append((m, valid, weight, norm, m == 0 or 2 * m == L))
     return {
         "phi": np.stack([phi_k, phi_h], 0).astype(np.float64),  # (2, R, R, L)
+        # φ_K = e + V and φ_H = h with e, h depending on the orbit pair only (rotation invariant)
+        "e": ((e_h[reps][:, None] + e_h[reps][None, :]) / 2.0).astype(np.float64),  # (R, R)
+        "h": ((mag[reps][:, None] + mag[reps][None, :]) / 2.0).astype(np.float64),  # (R, R)
+        "v": v.astype(np.float64),  # (R, R, L)
         "R": R,
         "period": period,
         "sectors": sectors,
@@ -326,12 +330,15 @@ def _transfer_chunk(L: int, natural: np.ndarray, need: int) -> tuple[np.ndarray,
     X = np.einsum("pa,arsl->prsl", natural, phi)
     shift = X.reshape(P, -1).max(1)
     F = np.exp(X - shift[:, None, None, None])
-    # the quantities whose blocks we need: T, T∘φ_a, T∘φ_a φ_b (a <= b)
+    # We need the blocks of T, T∘φ_a and T∘φ_a φ_b. With φ_K = e + V, φ_H = h (e, h constant
+    # along each orbit pair) only T, T∘V and T∘V² need a transform; the rest are elementwise
+    # products of those blocks with e and h.
+    v = tab["v"]
     mats = [F]
     if need >= 1:
-        mats += [F * phi[0], F * phi[1]]
+        mats.append(F * v)
     if need >= 2:
-        mats += [F * phi[0] ** 2, F * phi[0] * phi[1], F * phi[1] ** 2]
+        mats.append(mats[1] * v)
     spec = np.fft.rfft(np.stack(mats, 0), axis=-1)  # (Q, P, R, R, L//2 + 1)
     blocks = []
     lam_max = np.full(P, -np.inf)
@@ -339,15 +346,25 @@ def _transfer_chunk(L: int, natural: np.ndarray, need: int) -> tuple[np.ndarray,
         sub = spec[..., m][:, :, valid][:, :, :, valid] * norm  # (Q, P, n, n)
         if real:
             sub = sub.real
-        w, U = np.linalg.eigh(sub[0])
+        b0 = sub[0]
+        w, U = np.linalg.eigh(b0)
         lam_max = np.maximum(lam_max, np.abs(w).max(1))
         rot = []
         if need >= 1:
+            e_b = tab["e"][np.ix_(valid, valid)]
+            h_b = tab["h"][np.ix_(valid, valid)]
+            d_k = e_b * b0 + sub[1]  # T∘φ_K
+            d_h = h_b * b0  # T∘φ_H
             Uh = np.conj(np.swapaxes(U, 1, 2))
-            rot = [Uh @ sub[1] @ U, Uh @ sub[2] @ U]  # T'_a in the eigenbasis
+            rot = [Uh @ d_k @ U, Uh @ d_h @ U]  # T'_a in the eigenbasis
             if need >= 2:
+                second = (
+                    e_b * (e_b * b0 + 2.0 * sub[1]) + sub[2],  # T∘φ_K²
+                    h_b * d_k,  # T∘φ_K φ_H
+                    h_b * d_h,  # T∘φ_H²
+                )
                 # only the diagonals of T''_ab in the eigenbasis are needed
-                rot += [np.sum(np.conj(U) * (sub[q] @ U), axis=1).real for q in (3, 4, 5)]
+                rot += [np.sum(np.conj(U) * (q @ U), axis=1).real for q in second]
         blocks.append((weight, w, rot))
     log_z = np.zeros(P)
     zs = np.zeros(P)
@@ -400,7 +417,7 @@ def _transfer_chunk(L: int, natural: np.ndarray, need: int) -> tuple[np.ndarray,
 
 def _transfer(L: int, natural: np.ndarray, need: int) -> tuple[np.ndarray, ...]:
     tab = _tables(L)
-    per_point = 6 * tab["R"] ** 2 * L * 16 * 3  # bytes of the spectral arrays, with headroom
+    per_point = 3 * tab["R"] ** 2 * L * 16 * 4  # bytes of the spectral arrays, with headroom
     chunk = int(max(1, min(256, (128 << 20) // per_point)))
     starts = range(0, natural.shape[0], chunk)
     # many small eigendecompositions: BLAS threads only add overhead (100x on a loaded machine)
@@ -479,6 +496,11 @@ class IsingExact:
 
     All methods take ``natural`` of shape (P, 2) = (K, H) (a single (2,) point is accepted) and
     are vectorised; ``f = (Σ_<ij> s_i s_j, Σ_i s_i)`` for the whole lattice, N = L².
+
+    Accuracy: log Z and E f to ~1e-13 relative; Cov f is computed with centred statistics and is
+    accurate to ~1e-12 absolute (relative ~1e-10 for entries >= 1e-2), so only frozen states
+    (e.g. K >= 4 at H = 0, where Var f < 1e-12) lose relative accuracy. Speed (one core, all
+    three quantities): ~2-8 ms per point at L = 8, ~0.1 s at L = 10.
 
     Example::
 
