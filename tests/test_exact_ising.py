@@ -32,7 +32,7 @@ def _brute(f: np.ndarray, K: float, H: float) -> tuple[float, np.ndarray, np.nda
 POINTS = [(0.2, 0.0), (0.44, 0.1), (1.0, -0.3), (0.7, 0.02), (-0.3, 0.2)]
 
 
-@pytest.mark.parametrize("L", [3, 4])
+@pytest.mark.parametrize("L", [2, 3, 4])
 def test_transfer_matrix_equals_enumeration(L: int) -> None:
     f = _stats(L)
     ex = I.IsingExact(L)
