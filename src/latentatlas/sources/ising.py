@@ -50,6 +50,8 @@ from .base import Source, point_seeds
 
 __all__ = ["Ising2D", "T_CRITICAL", "ising_sufficient_statistics"]
 
+_LANES = 64  # lattices per lockstep block
+
 logger = logging.getLogger(__name__)
 
 #: Onsager's critical temperature for J = 1: 2 / ln(1 + sqrt 2).
@@ -95,7 +97,6 @@ def _run(
     R = rec_b.shape[1]
     half = np.uint64(1 << 31)
     two32 = float(TWO32)
-    always = np.uint64(TWO32)
     nn = np.uint64(N)
     s32 = np.uint64(32)
     for p in prange(P):
@@ -114,18 +115,15 @@ def _run(
             for par in range(2):
                 for i in range(L):
                     for j in range((i + par) & 1, L, 2):
-                        s = S[i, j]
+                        # branchless: one draw per site (cheaper than mispredicted branches)
+                        s = np.int64(S[i, j])
                         nb = _nbsum(S, i, j, L)
-                        t = T[(5 if s > 0 else 0) + ((nb + 4) >> 1)]
-                        flip = True
-                        if t < always:
-                            st, r = pcg32(st, inc)
-                            flip = r < t
-                        if flip:
-                            S[i, j] = -s
-                            B -= 2 * s * nb
-                            M -= 2 * s
-                            acc += 1
+                        st, r = pcg32(st, inc)
+                        f = np.int64(r < T[(5 if s > 0 else 0) + ((nb + 4) >> 1)])
+                        S[i, j] = s - 2 * s * f
+                        B -= 2 * s * nb * f
+                        M -= 2 * s * f
+                        acc += f
             if wolff[p]:
                 pt = wthr[p]
                 flipped = 0
@@ -194,6 +192,123 @@ def _run(
         accepted[p] += acc
 
 
+_MULT = np.uint64(6364136223846793005)
+_M32 = np.uint64(0xFFFFFFFF)
+_S18 = np.uint64(18)
+_S27 = np.uint64(27)
+_S59 = np.uint64(59)
+_C31 = np.uint64(31)
+_C32 = np.uint64(32)
+
+
+@njit(parallel=True, cache=True, fastmath=True, error_model="numpy")
+def _run_lanes(
+    spins: np.ndarray,  # (G, L, L, B) int8: G blocks of B lattices, lattice index innermost
+    st: np.ndarray,  # (G, B) uint64 PCG32 states, updated in place
+    inc: np.ndarray,  # (G, B) uint64 PCG32 increments
+    thr: np.ndarray,  # (G, 10 * B) uint64 thresholds, entry k of lane p at k * B + p
+    field: np.ndarray,  # (G, B) float64 H
+    zero_field: np.ndarray,  # (G, B) bool
+    sign: np.ndarray,  # (G, B) int8 global-flip sign (zero field)
+    nsweeps: np.ndarray,  # (G, B) int64 (0 for padding lanes)
+    every: np.ndarray,  # (G, B) int64
+    bsum: np.ndarray,  # (G, B) int64
+    msum: np.ndarray,  # (G, B) int64
+    accepted: np.ndarray,  # (G, B) int64, incremented
+    rec_b: np.ndarray,  # (G, B, R) int32
+    rec_m: np.ndarray,  # (G, B, R) int32
+    rec_s: np.ndarray,  # (G, B, R, L, L) int8 if store
+    store: bool,
+) -> None:
+    """Checkerboard Metropolis on blocks of B lattices advanced in lockstep (SIMD over lattices).
+
+    Lane p of a block follows exactly the chain it would follow alone: its own PCG32 stream, one
+    draw per site visit, and lanes past their ``nsweeps`` are frozen (no draw, no flip)."""
+    G = spins.shape[0]
+    L = spins.shape[1]
+    B = spins.shape[3]
+    R = rec_b.shape[2]
+    half = np.uint64(1 << 31)
+    two32 = float(TWO32)
+    ub = np.uint64(B)
+    for g in prange(G):
+        S = spins[g]
+        sg = st[g]
+        ig = inc[g]
+        T = thr[g]
+        Bg = bsum[g]
+        Mg = msum[g]
+        ag = accepted[g]
+        ns = nsweeps[g]
+        rr = np.empty(B, dtype=np.uint64)
+        tt = np.empty(B, dtype=np.uint64)
+        nbv = np.empty(B, dtype=np.int64)
+        act = np.empty(B, dtype=np.int64)
+        k = np.zeros(B, dtype=np.int64)
+        total = 0
+        for p in range(B):
+            total = max(total, ns[p])
+        for sweep in range(total):
+            for p in range(B):
+                act[p] = 1 if sweep < ns[p] else 0
+            for par in range(2):
+                for i in range(L):
+                    ip = i + 1 if i + 1 < L else 0
+                    im = i - 1 if i > 0 else L - 1
+                    for j in range((i + par) & 1, L, 2):
+                        jp = j + 1 if j + 1 < L else 0
+                        jm = j - 1 if j > 0 else L - 1
+                        c = S[i, j]
+                        u = S[ip, j]
+                        d = S[im, j]
+                        e = S[i, jp]
+                        w = S[i, jm]
+                        for p in range(B):  # PCG32 step of every active lane
+                            old = sg[p]
+                            new = old * _MULT + ig[p]
+                            sg[p] = new if act[p] else old
+                            x = (((old >> _S18) ^ old) >> _S27) & _M32
+                            rot = old >> _S59
+                            rr[p] = ((x >> rot) | (x << ((_C32 - rot) & _C31))) & _M32
+                        for p in range(B):  # neighbour sums and table entry
+                            nb = np.int64(u[p]) + np.int64(d[p]) + np.int64(e[p]) + np.int64(w[p])
+                            nbv[p] = nb
+                            kk = (np.int64(c[p]) + 1) * 5 // 2 + ((nb + 4) >> 1)
+                            tt[p] = T[np.uint64(kk) * ub + np.uint64(p)]
+                        for p in range(B):  # accept and flip
+                            f = np.int64(rr[p] < tt[p]) * act[p]
+                            s = np.int64(c[p])
+                            c[p] = np.int8(s - 2 * s * f)
+                            Bg[p] -= 2 * s * nbv[p] * f
+                            Mg[p] -= 2 * s * f
+                            ag[p] += f
+            for p in range(B):  # global flip move, then recording
+                if not act[p]:
+                    continue
+                old = sg[p]
+                sg[p] = old * _MULT + ig[p]
+                x = (((old >> _S18) ^ old) >> _S27) & _M32
+                rot = old >> _S59
+                r = ((x >> rot) | (x << ((_C32 - rot) & _C31))) & _M32
+                if zero_field[g, p]:
+                    if r < half:
+                        sign[g, p] = -sign[g, p]
+                elif r < np.uint64(two32 * 0.5 * min(1.0, math.exp(-2.0 * field[g, p] * Mg[p]))):
+                    for i in range(L):
+                        for j in range(L):
+                            S[i, j, p] = -S[i, j, p]
+                    Mg[p] = -Mg[p]
+                if (sweep + 1) % every[g, p] == 0 and k[p] < R:
+                    sp = sign[g, p]
+                    rec_b[g, p, k[p]] = Bg[p]
+                    rec_m[g, p, k[p]] = sp * Mg[p]
+                    if store:
+                        for i in range(L):
+                            for j in range(L):
+                                rec_s[g, p, k[p], i, j] = sp * S[i, j, p]
+                    k[p] += 1
+
+
 def ising_sufficient_statistics(x: np.ndarray) -> np.ndarray:
     """``(Σ_<ij> s_i s_j, Σ_i s_i)`` of periodic lattices, 2 L² bonds.
 
@@ -260,18 +375,81 @@ class _Chains:
     def run(
         self, nsweeps: np.ndarray, every: np.ndarray, records: int, store: bool
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Advance chain p by ``nsweeps[p]`` sweeps, recording every ``every[p]``-th sweep."""
+        """Advance chain p by ``nsweeps[p]`` sweeps, recording every ``every[p]``-th sweep.
+
+        Cluster points go through the scalar kernel, the others through the lockstep kernel."""
         P, L = self.P, self.L
+        nsweeps = np.asarray(nsweeps, dtype=np.int64)
+        every = np.maximum(np.asarray(every, dtype=np.int64), 1)
         rec_b = np.zeros((P, records), dtype=np.int32)
         rec_m = np.zeros((P, records), dtype=np.int32)
         rec_s = np.zeros((P, records if store else 0, L, L), dtype=np.int8)
-        _run(
-            self.spins, self.sign, self.rng, self.thr, self.wthr, self.wolff, self.zero_field, self.H,
-            np.asarray(nsweeps, dtype=np.int64), np.maximum(np.asarray(every, dtype=np.int64), 1),
-            self.bsum, self.msum, rec_b, rec_m, rec_s, store, self.accepted, self.stack,
-            self.nclust, self.csize,
-        )
+        w = np.flatnonzero(self.wolff)
+        if len(w):
+            sub = self._scalar_run(w, nsweeps[w], every[w], records, store)
+            rec_b[w], rec_m[w], rec_s[w] = sub
+        m = np.flatnonzero(~self.wolff)
+        if len(m):
+            sub = self._lane_run(m, nsweeps[m], every[m], records, store)
+            rec_b[m], rec_m[m], rec_s[m] = sub
         return rec_b, rec_m, rec_s
+
+    def _scalar_run(
+        self, idx: np.ndarray, nsweeps: np.ndarray, every: np.ndarray, records: int, store: bool
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        Q, L = len(idx), self.L
+        spins, sign, rng = self.spins[idx], self.sign[idx], self.rng[idx]
+        bsum, msum, accepted = self.bsum[idx], self.msum[idx], self.accepted[idx]
+        csize = self.csize[idx]
+        rec_b = np.zeros((Q, records), dtype=np.int32)
+        rec_m = np.zeros((Q, records), dtype=np.int32)
+        rec_s = np.zeros((Q, records if store else 0, L, L), dtype=np.int8)
+        _run(
+            spins, sign, rng, self.thr[idx], self.wthr[idx], self.wolff[idx],
+            self.zero_field[idx], self.H[idx], nsweeps, every, bsum, msum, rec_b, rec_m, rec_s,
+            store, accepted, self.stack[: Q], self.nclust[idx], csize,
+        )
+        self.spins[idx], self.sign[idx], self.rng[idx] = spins, sign, rng
+        self.bsum[idx], self.msum[idx], self.accepted[idx] = bsum, msum, accepted
+        self.csize[idx] = csize
+        return rec_b, rec_m, rec_s
+
+    def _lane_run(
+        self, idx: np.ndarray, nsweeps: np.ndarray, every: np.ndarray, records: int, store: bool
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        Q, L = len(idx), self.L
+        B = int(min(_LANES, max(8, 1 << int(np.ceil(np.log2(max(1, -(-Q // 2))))))))
+        G = -(-Q // B)
+        pad = G * B - Q
+
+        def lanes(x: np.ndarray, fill: float | int = 0) -> np.ndarray:
+            x = np.concatenate([x, np.full((pad, *x.shape[1:]), fill, dtype=x.dtype)])
+            return np.ascontiguousarray(x.reshape(G, B, *x.shape[1:]))
+
+        spins = np.ascontiguousarray(lanes(self.spins[idx], 1).transpose(0, 2, 3, 1))
+        st = lanes(self.rng[idx, 0])
+        inc = lanes(self.rng[idx, 1], 1)
+        thr = np.ascontiguousarray(lanes(self.thr[idx]).transpose(0, 2, 1)).reshape(G, 10 * B)
+        field = lanes(self.H[idx])
+        zero = lanes(self.zero_field[idx], True)
+        sign = lanes(self.sign[idx], 1)
+        ns = lanes(nsweeps)
+        ev = lanes(every, 1)
+        bsum, msum, accepted = lanes(self.bsum[idx]), lanes(self.msum[idx]), lanes(self.accepted[idx])
+        rec_b = np.zeros((G, B, records), dtype=np.int32)
+        rec_m = np.zeros((G, B, records), dtype=np.int32)
+        rec_s = np.zeros((G, B, records if store else 0, L, L), dtype=np.int8)
+        _run_lanes(spins, st, inc, thr, field, zero, sign, ns, ev, bsum, msum, accepted,
+                   rec_b, rec_m, rec_s, store)
+
+        def back(x: np.ndarray) -> np.ndarray:
+            return x.reshape(G * B, *x.shape[2:])[:Q]
+
+        self.spins[idx] = back(spins.transpose(0, 3, 1, 2))
+        self.rng[idx, 0] = back(st)
+        self.sign[idx] = back(sign)
+        self.bsum[idx], self.msum[idx], self.accepted[idx] = back(bsum), back(msum), back(accepted)
+        return back(rec_b), back(rec_m), back(rec_s)
 
     def advance(self, sweeps: np.ndarray) -> None:
         """Advance chain p by ``sweeps[p]`` sweeps without recording."""
