@@ -192,11 +192,12 @@ def test_fit_recovers_the_gaussian_family_metric(sigma: float) -> None:
     bundle = 30.0  # posterior std ~ 2-4 cells on this 24 x 24 grid
     post = model_posterior(logz, AXIS0, AXIS1, bundle, sigma)
     pot, history = fit_potential(
-        post, AXIS0, AXIS1, bundle=bundle, sigma=sigma, steps=400, progress=False, seed=0
+        post, AXIS0, AXIS1, bundle=bundle, sigma=sigma, steps=300, progress=False, seed=0
     )
     errs = check_recovery(pot, sigma)
-    # measured (400 steps): grad <= 0.016, metric components <= 0.078 (worst at the corners,
-    # where the posteriors are truncated by the grid); spec tolerances 0.05 and 0.15
+    # measured (300 steps, lr 3e-2): grad <= 0.006, metric components <= 0.029 (sigma 0) and
+    # <= 0.038 (sigma 1.5), worst at the corners where the grid truncates the posteriors;
+    # spec tolerances 0.05 and 0.15 leave room for seeds / platforms
     assert errs["grad0"] <= 0.05 and errs["grad1"] <= 0.05, errs
     assert max(errs["g00"], errs["g01"], errs["g11"]) <= 0.15, errs
     assert history.loss[-1] < history.loss[0]
