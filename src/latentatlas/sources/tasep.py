@@ -92,9 +92,10 @@ def _run(
                             C[L - 1] = 0
                             nn -= 1
                             ex += 1
-                elif C[b - 1] == 1 and C[b] == 0:
-                    C[b - 1] = 0
-                    C[b] = 1
+                else:  # bulk hop b-1 -> b, branchless
+                    x = C[b - 1] & (np.uint8(1) - C[b])
+                    C[b - 1] -= x
+                    C[b] += x
             if (sweep + 1) % ev == 0 and k < R:
                 rec_n[p, k] = nn
                 rec_x[p, k] = ex
