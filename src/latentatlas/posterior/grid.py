@@ -173,7 +173,9 @@ class PosteriorMap:
         point p only; their estimated posteriors over the grid are averaged (in probability).
 
         Args:
-            samples: (P, S, *sample_shape) numpy or zarr array (read point chunk by point chunk).
+            samples: (P, S, *sample_shape) numpy or zarr array (read point chunk by point chunk,
+                at most ~256 MB at a time). Usually the grid's own samples (P = G0 * G1), but any
+                set of points works: row p is the map of the bundles of samples[p].
             bundle: K, samples per bundle (<= S).
             repeats: R, bundles per point.
             seed: point p's bundles depend only on ``(seed, p)``.
