@@ -299,6 +299,7 @@ def model_posterior(
     bundle: float,
     sigma: float = 0.0,
     sources: Tensor | None = None,
+    batch: int = 256,
 ) -> Tensor:
     """Bregman model posteriors of a potential on the grid, smoothed by the target kernel.
 
@@ -309,6 +310,7 @@ def model_posterior(
         bundle: K.
         sigma: target-kernel width in grid cells (0: no smoothing).
         sources: (S,) indices of source grid points (default: all P points).
+        batch: source points per chunk (memory ~ 3 * batch * P numbers).
 
     Returns:
         (S, G0, G1) posteriors, each summing to 1 (dtype of the axes).
@@ -320,12 +322,24 @@ def model_posterior(
             grid = grid.to(device=anchor.device, dtype=anchor.dtype)
     g0, g1 = len(axis0), len(axis1)
     idx = torch.arange(grid.shape[0], device=grid.device) if sources is None else torch.as_tensor(sources)
+    if not (isinstance(batch, int) and batch > 0):
+        raise ValueError(f"batch: expected a positive int, got {batch!r}")
     with torch.no_grad():
         phi_grid = phi(grid)
-    phi_src, grad_src = _phi_and_grad(phi, grid[idx], create_graph=False)
-    logq = bregman_log_posterior(phi_grid.detach(), grid, phi_src.detach(), grad_src, grid[idx], bundle)
-    q = logq.exp().reshape(-1, g0, g1)
-    return smooth(q, sigma).detach()
+    mats = None
+    if sigma > 0:
+        mats = (
+            smoothing_matrix(g0, sigma, grid.dtype, grid.device),
+            smoothing_matrix(g1, sigma, grid.dtype, grid.device),
+        )
+    out = []
+    for chunk in idx.split(batch):
+        src = grid[chunk]
+        phi_src, grad_src = _phi_and_grad(phi, src, create_graph=False)
+        logq = bregman_log_posterior(phi_grid, grid, phi_src.detach(), grad_src, src, bundle)
+        q = logq.exp().reshape(-1, g0, g1)
+        out.append(smooth(q, sigma, mats).detach() if mats is not None else q.detach())
+    return torch.cat(out)
 
 
 def js_divergence(p: Tensor, q: Tensor, tiny: float = 1e-30) -> Tensor:
