@@ -230,12 +230,15 @@ def _run_lanes(
     R = rec_b.shape[2]
     half = np.uint64(1 << 31)
     two32 = float(TWO32)
-    ub = np.uint64(B)
     for g in prange(G):
         S = spins[g]
         sg = st[g]
         ig = inc[g]
         T = thr[g]
+        R0, R1, R2, R3, R4 = T[0:B], T[B : 2 * B], T[2 * B : 3 * B], T[3 * B : 4 * B], T[4 * B : 5 * B]
+        R5, R6, R7, R8 = T[5 * B : 6 * B], T[6 * B : 7 * B], T[7 * B : 8 * B], T[8 * B : 9 * B]
+        R9 = T[9 * B : 10 * B]
+        z = np.uint64(0)
         Bg = bsum[g]
         Mg = msum[g]
         ag = accepted[g]
@@ -274,7 +277,19 @@ def _run_lanes(
                             nb = np.int64(u[p]) + np.int64(d[p]) + np.int64(e[p]) + np.int64(w[p])
                             nbv[p] = nb
                             kk = (np.int64(c[p]) + 1) * 5 // 2 + ((nb + 4) >> 1)
-                            tt[p] = T[np.uint64(kk) * ub + np.uint64(p)]
+                            # a masked blend of the 10 table rows vectorises; a gather does not
+                            tt[p] = (
+                                (R0[p] & (z - np.uint64(kk == 0)))
+                                | (R1[p] & (z - np.uint64(kk == 1)))
+                                | (R2[p] & (z - np.uint64(kk == 2)))
+                                | (R3[p] & (z - np.uint64(kk == 3)))
+                                | (R4[p] & (z - np.uint64(kk == 4)))
+                                | (R5[p] & (z - np.uint64(kk == 5)))
+                                | (R6[p] & (z - np.uint64(kk == 6)))
+                                | (R7[p] & (z - np.uint64(kk == 7)))
+                                | (R8[p] & (z - np.uint64(kk == 8)))
+                                | (R9[p] & (z - np.uint64(kk == 9)))
+                            )
                         for p in range(B):  # accept and flip
                             f = np.int64(rr[p] < tt[p]) * act[p]
                             s = np.int64(c[p])
