@@ -202,3 +202,18 @@ def test_fit_recovers_the_gaussian_family_metric(sigma: float) -> None:
     assert max(errs["g00"], errs["g01"], errs["g11"]) <= 0.15, errs
     assert history.loss[-1] < history.loss[0]
     assert np.isfinite(history.best_val)
+
+
+def test_fit_checkpoint_resumes(tmp_path) -> None:
+    a0 = torch.linspace(-1.0, 1.0, 6, dtype=torch.float64)
+    a1 = torch.linspace(-1.5, -0.5, 6, dtype=torch.float64)
+    post = model_posterior(logz, a0, a1, 10.0)
+    ckpt = tmp_path / "pot.ckpt"
+    pot, hist = fit_potential(post, a0, a1, bundle=10, steps=6, progress=False, checkpoint=ckpt)
+    assert ckpt.exists() and hist.steps_done == 6
+    # same call again: resumes at the end, nothing left to do, same weights
+    again, hist2 = fit_potential(post, a0, a1, bundle=10, steps=6, progress=False, checkpoint=ckpt)
+    assert hist2.steps_done == 6
+    t = grid_points(a0, a1)
+    torch.testing.assert_close(again(t), pot(t))
+    assert pot.config["bounds"] == [[-1.0, 1.0], [-1.5, -0.5]]

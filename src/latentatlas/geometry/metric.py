@@ -93,16 +93,17 @@ def as_metric_fn(obj: Any, create_graph: bool = False) -> MetricFn:
     """A metric function from a potential, an Atlas-like object or a callable.
 
     Accepted ``obj``: an object with a ``hessian(t, create_graph=...)`` method (a fitted
-    :class:`~latentatlas.geometry.potential.Potential`); an object whose ``potential`` attribute is
-    such a potential; an object with gridded ``axis0``, ``axis1``, ``metric`` (G0, G1, 2, 2) arrays
+    :class:`~latentatlas.geometry.potential.Potential`); an object whose ``potential`` (or
+    ``potential_model``) attribute is such a potential; an object with gridded ``axis0``, ``axis1``, ``metric`` (G0, G1, 2, 2) arrays
     (an Atlas: bilinear interpolation); or a callable (N, 2) -> (N, 2, 2).
     """
     if callable(getattr(obj, "hessian", None)):
         pot = obj
         return lambda t: pot.hessian(t, create_graph=create_graph)
-    inner = getattr(obj, "potential", None)
-    if callable(getattr(inner, "hessian", None)):
-        return lambda t: inner.hessian(t, create_graph=create_graph)
+    for attr in ("potential", "potential_model"):
+        inner = getattr(obj, attr, None)
+        if callable(getattr(inner, "hessian", None)):
+            return lambda t, m=inner: m.hessian(t, create_graph=create_graph)
     if all(hasattr(obj, k) for k in ("axis0", "axis1", "metric")) and not callable(obj.metric):
         return grid_metric_fn(obj.axis0, obj.axis1, obj.metric)
     if callable(obj):
