@@ -124,3 +124,13 @@ def test_bad_input() -> None:
         GaussianFamily("natural", bounds=((-1, 1), (-1, 0)))
     with pytest.raises(ValueError, match="x"):
         GaussianFamily(dim=3).sufficient_statistics(np.zeros((4, 2)))
+
+
+def test_save_load_roundtrip(tmp_path) -> None:
+    src = GaussianFamily("mean_std", dim=2, bounds=((-1.0, 1.0), (0.5, 2.0)))
+    la.save(src, tmp_path / "g.safetensors")
+    back = la.load(tmp_path / "g.safetensors")
+    assert isinstance(back, GaussianFamily) and back.bounds == src.bounds
+    pts = np.array([[0.2, 0.9]])
+    np.testing.assert_array_equal(back.sample(pts, 5, seed=1), src.sample(pts, 5, seed=1))
+    np.testing.assert_array_equal(back.reference(pts)["metric"], src.reference(pts)["metric"])
