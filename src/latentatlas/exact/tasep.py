@@ -142,6 +142,14 @@ def density_profile(L: int, alpha: np.ndarray | float, beta: np.ndarray | float)
     b = _check_rate("beta", beta)
     a, b = np.broadcast_arrays(a, b)
     shape = a.shape
+    a, b = a.ravel(), b.ravel()
+    chunk = max(1, (1 << 24) // (L + 1) ** 2)  # the right factors take chunk * (L + 1)^2 floats
+    parts = [_profile_chunk(L, a[i : i + chunk], b[i : i + chunk]) for i in range(0, a.size, chunk)]
+    out = np.concatenate(parts) if parts else np.zeros((0, L))
+    return out.reshape(*shape, L)
+
+
+def _profile_chunk(L: int, a: np.ndarray, b: np.ndarray) -> np.ndarray:
     log_a = np.log(a.reshape(-1, 1))
     log_b = np.log(b.reshape(-1, 1))
     n_k = L + 1
@@ -167,8 +175,8 @@ def density_profile(L: int, alpha: np.ndarray | float, beta: np.ndarray | float)
         new[:, 1:] = np.logaddexp(new[:, 1:], tail[:, 1:])
         new[:, 0] = np.logaddexp(new[:, 0], tail[:, 0] - log_a[:, 0])
         left = new
-    log_z = log_partition_function(L, a.ravel(), b.ravel())
-    return np.exp(log_num - log_z[:, None]).reshape(*shape, L)
+    log_z = log_partition_function(L, a, b)
+    return np.exp(log_num - log_z[:, None])
 
 
 def phase(alpha: np.ndarray | float, beta: np.ndarray | float) -> np.ndarray:
