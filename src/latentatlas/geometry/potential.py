@@ -279,8 +279,9 @@ def bregman_log_posterior(
         phi_src, grad_src: (S,), (S, d) potential and gradient at the source points ``src`` (S, d).
         bundle: K.
     """
-    lin = (grid[None, :, :] - src[:, None, :]).mul(grad_src[:, None, :]).sum(-1)
-    div = phi_grid[None, :] - phi_src[:, None] - lin
+    # <grad(t'), t - t'> as one (S, d) x (d, P) product (no (S, P, d) intermediate)
+    offset = phi_src - (src * grad_src).sum(-1)  # (S,)
+    div = phi_grid[None, :] - offset[:, None] - grad_src @ grid.T
     return torch.log_softmax(-bundle * div, dim=1)
 
 
