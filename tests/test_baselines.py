@@ -66,7 +66,7 @@ def test_mlp_baseline_recovers_the_metric(tmp_path) -> None:
     )
     assert isinstance(pot, MLPPotential) and not pot.convex
     errs = check_recovery(pot, 0.0)
-    # measured (300 steps): grad <= 0.004, metric <= 0.028; same tolerances as the convex potential
+    # measured (300 steps): grad <= 0.004, metric <= 0.029; same tolerances as the convex potential
     assert errs["grad0"] <= 0.05 and errs["grad1"] <= 0.05, errs
     assert max(errs["g00"], errs["g01"], errs["g11"]) <= 0.15, errs
     # the convexity penalty keeps the fitted Hessian PSD on the grid

@@ -128,7 +128,7 @@ def fit_mlp_potential(
     steps: int = 600,
     lr: float = 3e-2,
     batch_points: int = 64,
-    centroid_weight: float = 1.0,
+    centroid_weight: float = 0.0,
     progress: bool = True,
     seed: int = 0,
     checkpoint: str | os.PathLike | None = None,
