@@ -8,8 +8,8 @@ uniformly and fires it with its rate; ``L + 1`` moves make one unit of time (a "
 stationary state is the matrix-product state of Derrida, Evans, Hakim & Pasquier (1993); a parallel
 update would be a different model.
 
-One chain per parameter point, started empty; all chains run in parallel in a numba kernel, each
-with its own PCG32 stream seeded from ``(seed, point)``. Burn-in and thinning are given or chosen
+One chain per parameter point, started empty; chains are spread over ``NUMBA_NUM_THREADS`` threads
+(a ``nogil`` numba kernel), each with its own PCG32 stream seeded from ``(seed, point)``. Burn-in and thinning are given or chosen
 from the integrated autocorrelation time of the particle number measured in a pilot run (see
 :func:`latentatlas.sources._rng.burn_in_phase`).
 """
@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 
 import numpy as np
-from numba import njit, prange
+from numba import njit
 
 from ._rng import (
     TWO32,
@@ -29,6 +29,7 @@ from ._rng import (
     integrated_time,
     pcg32,
     prob_threshold,
+    run_in_threads,
     seed_streams,
 )
 from .base import Source, point_seeds
@@ -38,7 +39,7 @@ __all__ = ["TASEP"]
 logger = logging.getLogger(__name__)
 
 
-@njit(parallel=True, cache=True)
+@njit(cache=True, nogil=True)
 def _run(
     conf: np.ndarray,  # (P, L) uint8 occupations, updated in place
     rng: np.ndarray,  # (P, 2) uint64 PCG32 (state, inc), updated in place
@@ -59,7 +60,7 @@ def _run(
     bonds = np.uint64(L + 1)
     s32 = np.uint64(32)
     always = np.uint64(TWO32)
-    for p in prange(P):
+    for p in range(P):
         C = conf[p]
         st = rng[p, 0]
         inc = rng[p, 1]
@@ -126,11 +127,17 @@ class _Chains:
         rec_n = np.zeros((P, records), dtype=np.int32)
         rec_x = np.zeros((P, records), dtype=np.int64)
         rec_s = np.zeros((P, records if store else 0, L), dtype=np.uint8)
-        _run(
-            self.conf, self.rng, self.athr, self.bthr, np.asarray(nsweeps, dtype=np.int64),
-            np.maximum(np.asarray(every, dtype=np.int64), 1), self.count, self.exits,
-            rec_n, rec_x, rec_s, store,
-        )
+        nsweeps = np.asarray(nsweeps, dtype=np.int64)
+        every = np.maximum(np.asarray(every, dtype=np.int64), 1)
+
+        def call(lo: int, hi: int) -> None:
+            _run(
+                self.conf[lo:hi], self.rng[lo:hi], self.athr[lo:hi], self.bthr[lo:hi],
+                nsweeps[lo:hi], every[lo:hi], self.count[lo:hi], self.exits[lo:hi],
+                rec_n[lo:hi], rec_x[lo:hi], rec_s[lo:hi], store,
+            )
+
+        run_in_threads(P, call)
         return rec_n, rec_x, rec_s
 
     def advance(self, sweeps: np.ndarray) -> None:
