@@ -140,7 +140,9 @@ def test_l8_critical_wolff() -> None:
 
 def test_determinism_and_batching() -> None:
     src = Ising2D(6, burn_in=20, thin=2)
-    points = np.array([[2.0, 0.0], [3.0, 0.2], [1.0, -0.5]])
+    # 9 points run in the lockstep (SIMD) kernel, a point alone in the scalar kernel
+    points = np.array([[2.0, 0.0], [3.0, 0.2], [1.0, -0.5], [2.2, 0.0], [2.5, 0.1], [4.0, -0.2],
+                       [1.5, 0.05], [2.8, 0.0], [3.3, 0.4]])
     batch = src.sample(points, 5, seed=7)
     for p in range(len(points)):
         alone = src.sample(points[p : p + 1], 5, seed=7)

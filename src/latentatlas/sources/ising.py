@@ -56,6 +56,7 @@ from .base import Source, point_seeds
 __all__ = ["Ising2D", "T_CRITICAL", "ising_sufficient_statistics"]
 
 _LANES = 64  # lattices per lockstep block
+_MIN_LANES = 6  # fewer Metropolis lattices than this run in the scalar kernel
 
 logger = logging.getLogger(__name__)
 
@@ -397,7 +398,8 @@ class _Chains:
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Advance chain p by ``nsweeps[p]`` sweeps, recording every ``every[p]``-th sweep.
 
-        Cluster points go through the scalar kernel, the others through the lockstep kernel."""
+        Cluster points go through the scalar kernel, the others through the lockstep kernel
+        (or the scalar one when there are very few; the chains are identical either way)."""
         P, L = self.P, self.L
         nsweeps = np.asarray(nsweeps, dtype=np.int64)
         every = np.maximum(np.asarray(every, dtype=np.int64), 1)
@@ -410,8 +412,10 @@ class _Chains:
             rec_b[w], rec_m[w], rec_s[w] = sub
         m = np.flatnonzero(~self.wolff)
         if len(m):
-            sub = self._lane_run(m, nsweeps[m], every[m], records, store)
-            rec_b[m], rec_m[m], rec_s[m] = sub
+            # a handful of lattices would leave most SIMD lanes idle: the scalar kernel gives
+            # the same chains
+            kernel = self._lane_run if len(m) >= _MIN_LANES else self._scalar_run
+            rec_b[m], rec_m[m], rec_s[m] = kernel(m, nsweeps[m], every[m], records, store)
         return rec_b, rec_m, rec_s
 
     def _scalar_run(
