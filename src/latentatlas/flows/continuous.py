@@ -276,6 +276,9 @@ class ContinuousTransform(Transform):
         _check_choice(probe, PROBES, "probe")
         _check_positive(rtol, "rtol")
         _check_positive(atol, "atol")
+        from ..ode import METHODS
+
+        _check_choice(method, sorted(METHODS), "method")
         if not isinstance(field, nn.Module):
             raise ValueError(f"field: expected an nn.Module, got {type(field).__qualname__}")
         self.field = field
@@ -457,6 +460,7 @@ class CNF(ContinuousFlow):
         freqs: sinusoidal time frequencies fed to the MLP.
         adjoint: gradients by the adjoint method instead of backprop through the solver.
         method: ODE solver (see :func:`latentatlas.ode.odeint`).
+        step_size: step of a fixed-step ``method`` (``"rk4"``, ...); initial step for dopri5.
 
     Example:
         >>> flow = CNF(2, hidden=(32, 32))
@@ -477,9 +481,11 @@ class CNF(ContinuousFlow):
         freqs: int = 3,
         adjoint: bool = False,
         method: str = "dopri5",
+        step_size: float | None = None,
     ) -> None:
         field = VectorField(features, context, hidden, activation, freqs)
         transform = ContinuousTransform(
-            field, trace=trace, probe=probe, rtol=rtol, atol=atol, method=method, adjoint=adjoint
+            field, trace=trace, probe=probe, rtol=rtol, atol=atol, method=method, adjoint=adjoint,
+            step_size=step_size,
         )
         super().__init__(transform, features, context)
