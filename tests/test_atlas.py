@@ -156,3 +156,39 @@ def test_run_folder_refuses_another_config(tmp_path):
     (tmp_path / "other" / "store.zarr").mkdir()
     with pytest.raises(ValueError, match="holds run outputs but no config.json"):
         RunFolder(tmp_path / "other", cfg)
+
+
+@pytest.mark.slow
+def test_end_to_end_gaussian_recovers_closed_form_metric(tmp_path):
+    """The pipeline's sanity case: N(mu, sigma^2) in natural coordinates, 16 x 16 grid.
+
+    log Z, its gradient and the metric are known in closed form (GaussianFamily.reference).
+    """
+    import latentatlas as la
+    from latentatlas.atlas import build, exact_reference
+
+    source = la.sources.GaussianFamily(coords="natural")
+    atlas = build(source, resolution=16, samples_per_point=256, bundle=16, seed=0, out=tmp_path,
+                  progress=False, analyses=False, report=False,
+                  posterior_options={"fit": {"steps": 500}}, potential_options={"steps": 600})
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        ["config.json", "store.zarr", "posterior.safetensors", "posteriors.npy",
+         "potential.safetensors", "potential_history.json", "atlas.npz", "timings.json",
+         "posterior.ckpt", "potential.ckpt"])
+    ref = exact_reference(source, atlas.axis0, atlas.axis1)
+    acc = compare(atlas, ref)
+    print(acc)
+    # Tolerances: with S = 256 samples per point the posterior centres scatter by
+    # sqrt(K / S_eff) ~ 0.3 posterior widths, and the grid posterior is truncated at the edges of
+    # the box (theta2 -> -0.25, |theta1| -> 2, where the metric is largest); measured over seeds
+    # the errors are about half of these bounds.
+    assert acc["gradient"] < 0.08
+    assert acc["g01"] < 0.15 and acc["g11"] < 0.2 and acc["g00"] < 0.3
+    # no rescaling: the metric is in absolute units (median ratio close to 1 in the interior)
+    ratio = atlas.metric[2:-2, 2:-2, 1, 1] / ref["metric"][2:-2, 2:-2, 1, 1]
+    assert 0.75 < np.median(ratio) < 1.3
+    # the saved atlas reloads with its potential and gives the same metric through metric_at
+    back = load(tmp_path)
+    assert back.potential_model is not None
+    np.testing.assert_allclose(back.metric_at(atlas.params()[:5]),
+                               atlas.metric.reshape(-1, 2, 2)[:5], rtol=1e-5, atol=1e-8)

@@ -63,16 +63,23 @@ FORMAT = "latentatlas-atlas/1"
 # Default run settings per source class, chosen by measurement (see benchmarks/atlas_accuracy.py).
 # "bounds" maps the source's ``coords`` (or None) to a region; missing: the source's own bounds.
 DEFAULTS: dict[str, dict[str, Any]] = {
+    # L = 8 Ising: the Fisher information of one lattice is large (Var of the bond sum ~ 300,
+    # of the magnetisation up to ~1100 on the first-order line), so bundles of K = 2 lattices keep
+    # the posterior 2-4 grid cells wide at 32 x 32 over this region; R = 32 bundles per point.
     "Ising2D": {"bounds": {"natural": ((0.25, 0.65), (-0.3, 0.3))},
-                "resolution": 32, "samples_per_point": 64, "bundle": 16,
-                "posterior": {}, "potential": {}},
-    "TASEP": {"resolution": 32, "samples_per_point": 64, "bundle": 16,
-              "posterior": {}, "potential": {}},
-    "GaussianFamily": {"resolution": 32, "samples_per_point": 64, "bundle": 16,
-                       "posterior": {}, "potential": {}},
+                "resolution": 32, "samples_per_point": 64, "bundle": 2, "posterior_repeats": 32,
+                "sigma": 1.0, "posterior": {"fit": {"steps": 1500}}, "potential": {}},
+    "TASEP": {"resolution": 32, "samples_per_point": 64, "bundle": 4, "posterior_repeats": 16,
+              "sigma": 1.0, "posterior": {"fit": {"steps": 1500}}, "potential": {},
+              "path": ((0.05, 0.4), (0.4, 0.05))},
+    "GaussianFamily": {"resolution": 32, "samples_per_point": 256, "bundle": 16,
+                       "posterior_repeats": 16, "sigma": 1.0,
+                       "posterior": {"fit": {"steps": 1000}}, "potential": {},
+                       "path": ((0.0, 0.5), (1.0, 0.5))},
 }
-_FALLBACK_DEFAULTS: dict[str, Any] = {"resolution": 32, "samples_per_point": 64, "bundle": 16,
-                                      "posterior": {}, "potential": {}}
+_FALLBACK_DEFAULTS: dict[str, Any] = {"resolution": 32, "samples_per_point": 64, "bundle": 4,
+                                      "posterior_repeats": 16, "sigma": 1.0, "posterior": {},
+                                      "potential": {}}
 
 
 def defaults_for(source: Any) -> dict[str, Any]:
@@ -536,9 +543,10 @@ def run_config(
     seed: int = 0,
     posterior_options: Mapping[str, Any] | None = None,
     potential_options: Mapping[str, Any] | None = None,
-    posterior_repeats: int = 8,
+    posterior_repeats: int | None = None,
     geodesics: int = 4,
     sigma: float | None = None,
+    posterior_average: str = "log",
 ) -> dict[str, Any]:
     """Validate the arguments of :func:`build` and return the run config (what ``config.json``
     records; two runs with equal configs give equal atlases).
@@ -566,10 +574,19 @@ def run_config(
     if bundle > samples:
         raise ValueError(f"bundle: expected at most samples_per_point={samples} samples per "
                          f"bundle (the samples available at each point), got {bundle}")
+    if estimator == "kernel" and bundle > samples - samples // 2:
+        raise ValueError(f"bundle: the kernel estimator keeps half of the {samples} samples per "
+                         f"point as references; expected at most {samples - samples // 2}, got "
+                         f"{bundle}")
+    if posterior_average not in ("log", "probability"):
+        raise ValueError(f"posterior_average: expected 'log' or 'probability', got "
+                         f"{posterior_average!r}")
     if estimator not in ESTIMATORS:
         raise ValueError(f"estimator: expected one of {ESTIMATORS}, got {estimator!r}")
     if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or seed < 0:
         raise ValueError(f"seed: expected a non-negative int, got {seed!r}")
+    if posterior_repeats is None:
+        posterior_repeats = defaults.get("posterior_repeats", 16)
     if not isinstance(posterior_repeats, int) or posterior_repeats < 1:
         raise ValueError(f"posterior_repeats: expected a positive int, got {posterior_repeats!r}")
     sigma = defaults.get("sigma", 1.0) if sigma is None else sigma
@@ -596,6 +613,7 @@ def run_config(
         "posterior_repeats": int(posterior_repeats),
         "geodesics": int(geodesics),
         "sigma": float(sigma),
+        "posterior_average": posterior_average,
     })
 
 
@@ -705,9 +723,10 @@ def build(
     progress: bool = True,
     posterior_options: Mapping[str, Any] | None = None,
     potential_options: Mapping[str, Any] | None = None,
-    posterior_repeats: int = 8,
+    posterior_repeats: int | None = None,
     geodesics: int = 4,
     sigma: float | None = None,
+    posterior_average: str = "log",
     analyses: bool = True,
     report: bool = True,
 ) -> Atlas:
@@ -729,10 +748,18 @@ def build(
         posterior_options: extra keyword arguments of the posterior's constructor / ``fit``
             (``{"init": {...}, "fit": {...}}``).
         potential_options: extra keyword arguments of ``la.geometry.fit_potential``.
-        posterior_repeats: bundles averaged per grid point when evaluating posteriors.
+        posterior_repeats: R, bundles per grid point whose posteriors are combined (default per
+            source).
         geodesics: number of geodesics drawn against straight lines in the analyses.
         sigma: width (grid cells) of the Gaussian targets of the posterior, used again by the
             potential fit (the two must agree); default per source.
+        posterior_average: how the ``posterior_repeats`` bundle posteriors of a point are
+            combined: ``"log"`` (geometric mean, renormalised; default) or ``"probability"``.
+            For an exponential family the bundle posterior is ``exp(-K D(t, t_hat))`` centred
+            at the bundle's own estimate ``t_hat``; the mean of the log-posteriors over bundles
+            drawn at ``t'`` is exactly ``-K D(t, t') + const``, the Bregman model that the
+            potential is fitted to, while the mean in probability is a mixture that is wider
+            by the scatter of ``t_hat`` (about twice the covariance: a metric too small by ~2).
         analyses: run the analyses stage (boundaries, phases, geodesics, baselines).
         report: write ``report/index.html`` (only with ``out``).
 
@@ -744,7 +771,7 @@ def build(
     """
     config = run_config(source, bounds, resolution, samples_per_point, bundle, estimator, seed,
                         posterior_options, potential_options, posterior_repeats, geodesics,
-                        sigma)
+                        sigma, posterior_average)
     run = RunFolder(out, config, force) if out is not None else None
     ctx = _Pipeline(source, config, run, progress)
     atlas = ctx.run(analyses=analyses, report=report and run is not None)
@@ -832,24 +859,35 @@ class _Pipeline:
             if self.run_folder.force and ckpt.exists():
                 ckpt.unlink()
         grid = samples  # (P, S, *sample_shape), P in 'ij' order
-        fit_opts.setdefault("sigma", cfg["sigma"])
+        repeats = cfg["posterior_repeats"]
+        average = cfg["posterior_average"]
         if cfg["estimator"] == "grid":
+            fit_opts.setdefault("sigma", cfg["sigma"])
             model = posterior_mod.GridPosterior(tuple(self.source.sample_shape), self.grid_shape,
                                                 **init_opts)
             model.fit(grid, self.axis0, self.axis1, bundle=k, checkpoint=ckpt,
                       progress=self.progress, seed=seed, **fit_opts)
-            posts = model.posteriors(grid, bundle=k, repeats=cfg["posterior_repeats"],
-                                     seed=seed + 1, progress=self.progress)
+            bundles_from = grid
         elif cfg["estimator"] == "flow":
+            fit_opts.setdefault("sigma", cfg["sigma"])
             model = posterior_mod.FlowPosterior(tuple(self.source.sample_shape), dim=2, **init_opts)
             model.fit(grid, self.axis0, self.axis1, bundle=k, checkpoint=ckpt,
                       progress=self.progress, seed=seed, **fit_opts)
-            posts = model.posteriors(grid, self.axis0, self.axis1, bundle=k,
-                                     repeats=cfg["posterior_repeats"], seed=seed + 1)
+            bundles_from = grid
         else:
-            model = _kernel_posterior(self.source, init_opts)
-            posts = model.posteriors(grid, bundle=k, repeats=cfg["posterior_repeats"],
-                                     seed=seed + 1, **fit_opts)
+            from .features import Pixels
+
+            # references: the first half of each point's samples; bundles: the other half
+            half = grid.shape[1] // 2
+            model = posterior_mod.KernelPosterior(Pixels(), **init_opts)
+            model.fit(grid[:, :half], self.axis0, self.axis1, progress=self.progress, **fit_opts)
+            bundles_from = grid[:, half:]
+        if average == "log":
+            posts = log_mean_posteriors(model, bundles_from, k, repeats, seed + 1,
+                                        progress=self.progress)
+        else:
+            posts = model.posteriors(bundles_from, bundle=k, repeats=repeats, seed=seed + 1,
+                                     progress=self.progress)
         posts = np.asarray(posts, dtype=np.float64)
         expected = (self.params.shape[0], *self.grid_shape)
         if posts.shape != expected:
@@ -1084,6 +1122,64 @@ def error_concentration(atlas: Atlas, reference: Mapping[str, np.ndarray],
                      if sq.sum() > 0 else 0.0,
                      "argmax": [float(atlas.axis0[i]), float(atlas.axis1[j])],
                      "max": float(err[i, j])}
+    return out
+
+
+def log_mean_posteriors(
+    model: Any,
+    samples: np.ndarray,
+    bundle: int,
+    repeats: int,
+    seed: int,
+    batch_size: int = 1024,
+    progress: bool = True,
+) -> np.ndarray:
+    """Posterior maps of every grid point: the normalised geometric mean over ``repeats`` bundles.
+
+    Bundles are drawn as in the estimators' own ``posteriors`` (point p's bundles depend only on
+    ``(seed, p)``: ``choose_distinct(default_rng([seed, p]), repeats, S, bundle)``), but the
+    log-posteriors are averaged instead of the probabilities (see :func:`build`).
+
+    Args:
+        model: a ``la.posterior`` estimator with ``log_posterior(bundles (B, K, *shape)) ->
+            (B, G0 * G1)`` and ``grid_shape``.
+        samples: (P, S, *sample_shape).
+        bundle: K; repeats: R; seed: bundle seed.
+
+    Returns:
+        (P, G0, G1) float64 maps, each summing to 1.
+    """
+    import torch
+    from tqdm.auto import tqdm
+
+    from .posterior.bundles import choose_distinct
+
+    samples = np.asarray(samples)
+    p_all, s = samples.shape[:2]
+    g0, g1 = model.grid_shape
+    if bundle > s:
+        raise ValueError(f"bundle: expected at most {s} (the samples available per point), got "
+                         f"{bundle}")
+    out = np.empty((p_all, g0, g1), dtype=np.float64)
+    chunk = max(1, batch_size // repeats)
+    was_training = model.training
+    model.eval()
+    try:
+        for p0 in tqdm(range(0, p_all, chunk), desc="posteriors", disable=not progress,
+                       leave=False):
+            p1 = min(p_all, p0 + chunk)
+            idx = np.stack([choose_distinct(np.random.default_rng([seed, p]), repeats, s, bundle)
+                            for p in range(p0, p1)])
+            rows = np.arange(p1 - p0)[:, None, None]
+            x = samples[p0:p1][rows, idx].reshape(-1, bundle, *samples.shape[2:])
+            with torch.no_grad():
+                logp = model.log_posterior(torch.as_tensor(x)).double().cpu().numpy()
+            mean = logp.reshape(p1 - p0, repeats, g0 * g1).mean(axis=1)
+            mean -= mean.max(axis=1, keepdims=True)
+            prob = np.exp(mean)
+            out[p0:p1] = (prob / prob.sum(axis=1, keepdims=True)).reshape(p1 - p0, g0, g1)
+    finally:
+        model.train(was_training)
     return out
 
 

@@ -23,6 +23,13 @@ recomputes them. A folder holding another config is refused (exit code 2, nothin
 """
 
 
+class _EchoHandler(logging.Handler):
+    """Stage messages on stderr as ``latentatlas: ...`` (resolves stderr at each message)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        click.echo(f"latentatlas: {record.getMessage()}", err=True)
+
+
 def _common(func: Callable[..., Any]) -> Callable[..., Any]:
     """Options shared by every source."""
     options = [
@@ -43,6 +50,9 @@ def _common(func: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--seed", type=int, default=0, show_default=True, help="Run seed."),
         click.option("--steps", type=int, default=None,
                      help="Training steps of the posterior [default: per source]."),
+        click.option("--potential-steps", "potential_steps", type=int, default=None,
+                     help="Training steps of the potential (and of the MLP baseline) "
+                          "[default: per source]."),
         click.option("--force", is_flag=True, help="Recompute every stage (same config only)."),
         click.option("--quiet", is_flag=True, help="No progress bars or stage messages."),
     ]
@@ -53,23 +63,29 @@ def _common(func: Callable[..., Any]) -> Callable[..., Any]:
 
 def _run(source: Any, *, out: str, bounds: tuple[float, ...] | None, resolution: int | None,
          samples: int | None, bundle: int | None, estimator: str, seed: int, steps: int | None,
-         force: bool, quiet: bool) -> None:
+         potential_steps: int | None, force: bool, quiet: bool) -> None:
     from .. import atlas as atlas_mod
 
+    logger = logging.getLogger("latentatlas.atlas")
+    handler = _EchoHandler()
+    saved = logger.level, logger.propagate
     if not quiet:
-        logger = logging.getLogger("latentatlas.atlas")
+        logger.addHandler(handler)
         logger.setLevel(logging.INFO)
-        if not any(getattr(h, "_la_cli", False) for h in logger.handlers):
-            handler = logging.StreamHandler()
-            handler.setFormatter(logging.Formatter("latentatlas: %(message)s"))
-            handler._la_cli = True  # type: ignore[attr-defined]
-            logger.addHandler(handler)
-            logger.propagate = False
+        logger.propagate = False
     pairs = None if not bounds else ((bounds[0], bounds[1]), (bounds[2], bounds[3]))
     posterior_options = {"fit": {"steps": steps}} if steps is not None else None
-    atlas = atlas_mod.build(source, bounds=pairs, resolution=resolution, samples_per_point=samples,
-                            bundle=bundle, estimator=estimator, seed=seed, out=out, force=force,
-                            progress=not quiet, posterior_options=posterior_options)
+    potential_options = {"steps": potential_steps} if potential_steps is not None else None
+    try:
+        atlas = atlas_mod.build(source, bounds=pairs, resolution=resolution,
+                                samples_per_point=samples, bundle=bundle, estimator=estimator,
+                                seed=seed, out=out, force=force, progress=not quiet,
+                                posterior_options=posterior_options,
+                                potential_options=potential_options)
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(saved[0])
+        logger.propagate = saved[1]
     (lo0, hi0), (lo1, hi1) = atlas.bounds
     click.echo(f"atlas: {atlas.names[0]} in [{lo0:.4g}, {hi0:.4g}] x {atlas.names[1]} in "
                f"[{lo1:.4g}, {hi1:.4g}], grid {atlas.shape[0]} x {atlas.shape[1]} -> {out}/atlas.npz")
