@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from .diffusers import Diffusers
 from .digits import Digits
 
-__all__ = ["Digits"]
+__all__ = ["Diffusers", "Digits"]
