@@ -88,6 +88,17 @@ def test_volume_element_and_metric_at_interpolation():
         atlas.metric_at(np.array([[3.0, 1.0]]))
 
 
+def test_boundaries_find_a_metric_ridge():
+    atlas = _quadratic_atlas(20, 20)
+    a, _ = np.meshgrid(atlas.axis0, atlas.axis1, indexing="ij")
+    # the metric jumps by 50x along the line a = 0.5 (a Gaussian ridge 0.1 wide)
+    atlas.metric = atlas.metric * (1 + 50 * np.exp(-((a - 0.5) ** 2) / 0.01))[..., None, None]
+    mask = atlas.boundaries()
+    rows = np.unique(np.nonzero(mask)[0])
+    assert rows.size == 1 and abs(atlas.axis0[rows[0]] - 0.5) <= np.diff(atlas.axis0)[0]
+    assert mask[rows[0]].sum() == atlas.shape[1]  # the whole line
+
+
 def test_compare_zero_for_identical_and_known_values():
     atlas = _quadratic_atlas()
     ref = {"potential": atlas.potential.copy(), "gradient": atlas.gradient.copy(),

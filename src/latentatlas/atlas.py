@@ -244,11 +244,14 @@ class Atlas:
     def boundaries(self, **kwargs: Any) -> np.ndarray:
         """(G0, G1) boolean mask of phase boundaries: ridges of ``log sqrt(det g)``.
 
-        Uses :func:`latentatlas.geometry.ridges`; keyword arguments are passed on.
+        Uses :func:`latentatlas.geometry.ridges` (which takes the log); keyword arguments are
+        passed on.
         """
         from . import geometry
 
-        return np.asarray(geometry.ridges(_log_volume(self.volume_element()), **kwargs), dtype=bool)
+        vol = self.volume_element()
+        vol = np.maximum(vol, max(float(vol.max()) * 1e-9, 1e-300))
+        return np.asarray(geometry.ridges(vol, **kwargs), dtype=bool)
 
     # -- persistence ---------------------------------------------------------------------------
     def arrays(self) -> dict[str, np.ndarray]:
@@ -280,11 +283,6 @@ class Atlas:
         _write_json(directory / "config.json", self.config)
         os.replace(tmp, path)
         return path
-
-
-def _log_volume(vol: np.ndarray) -> np.ndarray:
-    floor = max(float(np.max(vol)) * 1e-12, 1e-300)
-    return np.log(np.maximum(vol, floor))
 
 
 def load(directory: str | os.PathLike, potential: bool = True) -> Atlas:
@@ -880,6 +878,8 @@ class _Pipeline:
             # references: the first half of each point's samples; bundles: the other half
             half = grid.shape[1] // 2
             model = posterior_mod.KernelPosterior(Pixels(), **init_opts)
+            # no training: the per-source training options (steps, ...) do not apply
+            fit_opts = {k: v for k, v in fit_opts.items() if k in ("batch_size",)}
             model.fit(grid[:, :half], self.axis0, self.axis1, progress=self.progress, **fit_opts)
             bundles_from = grid[:, half:]
         if average == "log":
