@@ -47,7 +47,8 @@ PROBES = ("rademacher", "gaussian")
 def _act_and_grad(name: str) -> tuple[Callable[[Tensor], Tensor], Callable[[Tensor, Tensor], Tensor]]:
     """Activation sigma(a) and its derivative sigma'(a) (given a and sigma(a))."""
     if name == "elu":
-        return torch.nn.functional.elu, lambda a, h: torch.where(a > 0, torch.ones_like(a), h + 1)
+        # elu'(a) = 1 for a > 0, exp(a) = elu(a) + 1 <= 1 otherwise
+        return torch.nn.functional.elu, lambda a, h: (h + 1).clamp(max=1)
     if name == "tanh":
         return torch.tanh, lambda a, h: 1 - h * h
     if name == "silu":
@@ -133,30 +134,33 @@ class VectorField(nn.Module):
         angles = t * self.freqs.to(like.dtype)
         return torch.cat((t, angles.cos(), angles.sin()), dim=-1)
 
-    def context_bias(self, context: Tensor | None, like: Tensor) -> Tensor:
-        """Constant part of the first pre-activation: ``W_c c + b``, shape (B, H) or (H,).
+    def context_bias(self, context: Tensor | None, like: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Constants of one ODE solve (the context does not change along a trajectory).
 
-        Computed once per ODE solve (the context does not change along a trajectory).
+        Returns ``(W_c c + b, W_z^T, W_t^T)``: the constant part of the first pre-activation,
+        (B, H) or (H,), and contiguous copies of the state and time blocks of the first weight,
+        (D, H) and (T, H). Pass the tuple to :meth:`evaluate` / :meth:`evaluate_with_trace`.
         """
         first = self.layers[0]
+        d, nt = self.features, self.time_features
         bias = first.bias
         if self.context:
-            w_c = first.weight[:, self.features + self.time_features :]
+            w_c = first.weight[:, d + nt :]
             bias = bias + context.to(like.dtype) @ w_c.T
-        return bias
+        w_z = first.weight[:, :d].T.contiguous()
+        w_t = first.weight[:, d : d + nt].T.contiguous()
+        return bias, w_z, w_t
 
-    def _pre(self, t: Tensor | float, z: Tensor, cbias: Tensor) -> Tensor:
-        first = self.layers[0]
-        d, nt = self.features, self.time_features
-        w_z, w_t = first.weight[:, :d], first.weight[:, d : d + nt]
-        return z @ w_z.T + self.embed_time(t, z) @ w_t.T + cbias
+    def _pre(self, t: Tensor | float, z: Tensor, prep: tuple[Tensor, Tensor, Tensor]) -> Tensor:
+        cbias, w_z, w_t = prep
+        return torch.addmm(self.embed_time(t, z) @ w_t + cbias, z, w_z)
 
     # -- evaluations --------------------------------------------------------------------------
     def forward(self, t: Tensor | float, z: Tensor, context: Tensor | None = None) -> Tensor:
         """Velocity. t: scalar or (B,), z: (B, D), context: (B, C) or None -> (B, D)."""
         return self.evaluate(t, z, self.context_bias(context, z))
 
-    def evaluate(self, t: Tensor | float, z: Tensor, cbias: Tensor) -> Tensor:
+    def evaluate(self, t: Tensor | float, z: Tensor, cbias: tuple[Tensor, ...]) -> Tensor:
         """Velocity given a precomputed :meth:`context_bias`. -> (B, D)."""
         a = self._pre(t, z, cbias)
         for layer in self.layers[1:]:
@@ -164,12 +168,12 @@ class VectorField(nn.Module):
         return a
 
     def evaluate_with_trace(
-        self, t: Tensor | float, z: Tensor, cbias: Tensor, probe: Tensor | None = None
+        self, t: Tensor | float, z: Tensor, cbias: tuple[Tensor, ...], probe: Tensor | None = None
     ) -> tuple[Tensor, Tensor]:
         """Velocity and divergence in one pass.
 
         Args:
-            t: scalar or (B,) time; z: (B, D); cbias: from :meth:`context_bias`.
+            t: scalar or (B,) time; z: (B, D); cbias: the constants from :meth:`context_bias`.
             probe: None for the exact trace, or a (B, D) probe ``eps`` for Hutchinson's
                 ``eps^T J eps``.
 
@@ -177,25 +181,31 @@ class VectorField(nn.Module):
             ``v`` (B, D) and the (estimated) trace of ``dv/dz``, (B,).
         """
         d = self.features
-        w_z = self.layers[0].weight[:, :d]  # (H, D)
+        w_z = cbias[1]  # (D, H) = W_z^T
         a = self._pre(t, z, cbias)
         if len(self.layers) == 1:  # affine field: J = W_z
             if probe is None:
                 return a, torch.diagonal(w_z).sum().expand(z.shape[0])
-            return a, ((probe @ w_z.T) * probe).sum(-1)
-        # forward-mode tangents: exact -> (D, B, H) (row i = d a / d z_i); probe -> (B, H)
-        tangent = w_z.T[:, None, :] if probe is None else probe @ w_z.T
-        for layer in self.layers[1:-1]:
-            h = self._act(a)
-            tangent = tangent * self._act_grad(a, h)
-            a = layer(h)
-            tangent = tangent @ layer.weight.T
+            return a, ((probe @ w_z) * probe).sum(-1)
+        # forward-mode tangents: exact -> (D*B, H) (block i = d a / d z_i); probe -> (B, H)
+        b = z.shape[0]
         h = self._act(a)
-        tangent = tangent * self._act_grad(a, h)
+        grad = self._act_grad(a, h)
+        if probe is None:
+            tangent = (w_z[:, None, :] * grad).reshape(d * b, -1)
+        else:
+            tangent = (probe @ w_z) * grad
+        for layer in self.layers[1:-1]:
+            a = layer(h)
+            h = self._act(a)
+            grad = self._act_grad(a, h)
+            tangent = tangent @ layer.weight.T
+            tangent = (tangent.view(-1, b, tangent.shape[-1]) * grad).view(tangent.shape)
         last = self.layers[-1]
         v = last(h)
         if probe is None:
-            trace = torch.einsum("dbh,dh->b", tangent, last.weight)
+            # Tr J = sum_i <tangent_i, W_L[i]>
+            trace = torch.bmm(tangent.view(d, b, -1), last.weight[:, :, None]).sum(0)[:, 0]
         else:
             trace = ((tangent @ last.weight.T) * probe).sum(-1)
         return v, trace
