@@ -50,7 +50,8 @@ def test_stop_after_requires_a_checkpoint():
 def test_fit_initialises_actnorm_from_data_and_learns():
     torch.manual_seed(0)
     x = moons(2000, 0) * 3.0 + 5.0
-    flow = Flow(ComposedTransform([ActNorm(2), *RealNVP(2, transforms=4).transform.transforms]), 2)
+    layers = RealNVP(2, transforms=4, hidden=(32, 32)).transform.transforms
+    flow = Flow(ComposedTransform([ActNorm(2), *layers]), 2)
     actnorm = flow.transform.transforms[0]
     assert not bool(actnorm.initialized)
     hist = fit(flow, x, steps=300, lr=3e-3, progress=False)

@@ -195,6 +195,7 @@ class MADE(nn.Module):
         self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in zip(sizes[:-1], sizes[1:]))
         for i, mask in enumerate(masks):
             self.register_buffer(f"mask{i}", mask)
+        self._mask_names = tuple(f"mask{i}" for i in range(len(masks)))
         self._n = len(masks)
 
     @torch.no_grad()
@@ -212,8 +213,9 @@ class MADE(nn.Module):
         h = x if context is None else torch.cat([x, context], dim=-1)
         last = self._n - 1
         act = self._act
+        buffers = self._buffers
         for i, layer in enumerate(self.layers):
-            h = F.linear(h, layer.weight * getattr(self, f"mask{i}"), layer.bias)
+            h = F.linear(h, layer.weight * buffers[self._mask_names[i]], layer.bias)
             if i < last:
                 h = act(h)
         return h.view(h.shape[0], self.features, self.out_per_feature)

@@ -47,12 +47,12 @@ def spline_params(
     bins = widths.shape[-1]
     w = F.softmax(widths, dim=-1) * (1 - min_width * bins) + min_width
     h = F.softmax(heights, dim=-1) * (1 - min_height * bins) + min_height
-    cw = F.pad(torch.cumsum(w, dim=-1), (1, 0)) * (2 * bound) - bound
-    ch = F.pad(torch.cumsum(h, dim=-1), (1, 0)) * (2 * bound) - bound
-    # Exact end points: cumsum rounding must not leave a gap at +-B.
-    edges = torch.tensor([-bound, bound], dtype=cw.dtype, device=cw.device)
-    cw = torch.cat([edges[:1].expand_as(cw[..., :1]), cw[..., 1:-1], edges[1:].expand_as(cw[..., :1])], -1)
-    ch = torch.cat([edges[:1].expand_as(ch[..., :1]), ch[..., 1:-1], edges[1:].expand_as(ch[..., :1])], -1)
+    # Interior knots from the cumulative sums; the end points are exactly -B and B (cumsum
+    # rounding must not leave a gap at the bound).
+    cw = F.pad(F.pad(torch.cumsum(w[..., :-1], dim=-1) * (2 * bound) - bound, (1, 0), value=-bound),
+               (0, 1), value=bound)
+    ch = F.pad(F.pad(torch.cumsum(h[..., :-1], dim=-1) * (2 * bound) - bound, (1, 0), value=-bound),
+               (0, 1), value=bound)
     d = min_derivative + F.softplus(derivatives)
     d = F.pad(d, (1, 1), value=1.0)
     return cw, ch, d
