@@ -9,7 +9,8 @@ compute the same density, and the script checks that their log-densities agree.
 Differences that remain: the error norm of the adaptive step (zuko: max over entries, with the
 log-determinant scaled by 1e-2; la.ode: RMS per state component, max over components), and how the
 exact trace is computed (zuko: a vmapped reverse-mode Jacobian; ours: a forward-mode Jacobian pass
-through the MLP). NFE = vector-field evaluations of one solve.
+through the MLP). NFE = vector-field evaluations of one solve; ratio/NFE = ratio of the wall time
+per vector-field evaluation (separates the solver's step count from the cost of one evaluation).
 
 Run: python benchmarks/cnf_vs_zuko.py [--repeats 5]
 """
@@ -79,6 +80,51 @@ def timed(fn, repeats: int) -> float:
     return statistics.median(times)
 
 
+def run_case(features: int, context: int, batch: int, repeats: int) -> list[tuple]:
+    """Time log_prob and sampling of both flows for one (D, C); returns table rows."""
+    rows = []
+    zf, ours = build(features, context, seed=features + context)
+    counter = count_zuko_nfe(zf)
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(batch, features, generator=gen)
+    c = torch.randn(batch, context, generator=gen) if context else None
+    with torch.no_grad():
+        lp_z = (zf(c) if c is not None else zf()).log_prob(x)
+        lp_o = ours.log_prob(x, c)
+    agree = float((lp_z - lp_o).abs().max())
+
+    def z_lp():
+        with torch.no_grad():
+            (zf(c) if c is not None else zf()).log_prob(x)
+
+    def o_lp():
+        with torch.no_grad():
+            ours.log_prob(x, c)
+
+    def z_sample():
+        with torch.no_grad():
+            if c is None:
+                zf().sample((batch,))
+            else:
+                zf(c[:1]).sample((batch,))
+
+    def o_sample():
+        with torch.no_grad():
+            ours.sample(batch, c[:1] if c is not None else None)
+
+    for name, zfn, ofn in (("log_prob", z_lp, o_lp), ("sample", z_sample, o_sample)):
+        zfn(), ofn()  # warm up
+        counter[0] = 0
+        zfn()
+        nfe_z = counter[0]
+        ofn()
+        nfe_o = ours.transform.stats.nfe
+        tz = timed(zfn, repeats)
+        to = timed(ofn, repeats)
+        rows.append((f"D={features} C={context}", name, to, tz, to / tz, nfe_o, nfe_z, agree))
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=5)
@@ -88,56 +134,19 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     rows = []
     for features, context in ((2, 0), (8, 0), (2, 3)):
-        zf, ours = build(features, context, seed=features + context)
-        counter = count_zuko_nfe(zf)
-        gen = torch.Generator().manual_seed(0)
-        x = torch.randn(args.batch, features, generator=gen)
-        c = torch.randn(args.batch, context, generator=gen) if context else None
-        with torch.no_grad():
-            lp_z = (zf(c) if c is not None else zf()).log_prob(x)
-            lp_o = ours.log_prob(x, c)
-        agree = float((lp_z - lp_o).abs().max())
-
-        def z_lp():
-            with torch.no_grad():
-                (zf(c) if c is not None else zf()).log_prob(x)
-
-        def o_lp():
-            with torch.no_grad():
-                ours.log_prob(x, c)
-
-        def z_sample():
-            with torch.no_grad():
-                if c is None:
-                    zf().sample((args.batch,))
-                else:
-                    zf(c[:1]).sample((args.batch,))
-
-        def o_sample():
-            with torch.no_grad():
-                ours.sample(args.batch, c[:1] if c is not None else None)
-
-        for name, zfn, ofn in (("log_prob", z_lp, o_lp), ("sample", z_sample, o_sample)):
-            zfn(), ofn()  # warm up
-            counter[0] = 0
-            zfn()
-            nfe_z = counter[0]
-            ofn()
-            nfe_o = ours.transform.stats.nfe
-            tz = timed(zfn, args.repeats)
-            to = timed(ofn, args.repeats)
-            rows.append((f"D={features} C={context}", name, to, tz, to / tz, nfe_o, nfe_z, agree))
+        rows += run_case(features, context, args.batch, args.repeats)
 
     print(f"CNF: latentatlas vs zuko {zuko.__version__} (batch {args.batch}, MLP 64-64 ELU, "
           f"dopri5 rtol 1e-5 atol 1e-6, exact trace, {args.threads} thread(s), "
           f"median of {args.repeats})")
     head = f"{'case':<11} {'op':<9} {'ours [s]':>9} {'zuko [s]':>9} {'ratio':>6} " \
-           f"{'NFE ours':>8} {'NFE zuko':>8} {'max|dlogp|':>10}"
+           f"{'NFE ours':>8} {'NFE zuko':>8} {'ratio/NFE':>9} {'max|dlogp|':>10}"
     print(head)
     print("-" * len(head))
     for case, op, to, tz, ratio, nfe_o, nfe_z, agree in rows:
+        per_nfe = (to / nfe_o) / (tz / nfe_z)
         print(f"{case:<11} {op:<9} {to:9.4f} {tz:9.4f} {ratio:6.2f} {nfe_o:8d} {nfe_z:8d} "
-              f"{agree:10.1e}")
+              f"{per_nfe:9.2f} {agree:10.1e}")
 
 
 if __name__ == "__main__":
