@@ -214,3 +214,37 @@ def test_unconditional_pixel_space_pipeline():
     assert x.shape == (2, 3, 8, 8)
     with pytest.raises(ValueError, match="no text encoder"):
         Diffusers(pipe, prompt="a cat")
+
+
+@pytest.mark.slow
+def test_cli_atlas_diffusers(pipe, tmp_path, capsys):
+    pytest.importorskip("latentatlas.cli.latent_cmd")
+    import latentatlas.cli.diffusers_cmd  # noqa: F401  (registers `atlas diffusers`)
+    from latentatlas.cli import main
+
+    def run(args):
+        try:
+            main(args)
+        except SystemExit as exc:
+            return int(exc.code or 0)
+        return 0
+
+    folder = tmp_path / "tiny-sd"
+    pipe.save_pretrained(folder)
+    out = tmp_path / "run"
+    code = run(["atlas", "diffusers", "--model", str(folder), "--prompt", PROMPT,
+                "--ddim-steps", "2", "--resolution", "6", "--posterior-resolution", "6",
+                "--eta-compare", "0", "--zoom-points", "1", "--zoom-resolution", "0",
+                "--path-points", "0",
+                "--potential-steps", "3", "--quiet", "--out", str(out)])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    data = np.load(out / "atlas.npz")
+    assert data["metric"].shape == (6, 6, 2, 2) and np.isfinite(data["metric"]).all()
+    assert np.load(out / "images.npy").shape == (6, 6, 3, 8, 8)
+    # missing weights: one line on stderr, exit code 2, says where to put them
+    code = run(["atlas", "diffusers", "--model", str(tmp_path / "nowhere"), "--prompt", "x",
+                "--out", str(tmp_path / "r2")])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1
+    assert "model_index.json" in err and "never downloads" in err

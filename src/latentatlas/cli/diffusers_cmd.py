@@ -1,0 +1,81 @@
+"""``latentatlas atlas diffusers``: the latent plane of a local diffusers pipeline (Stable Diffusion).
+
+The plane runs through three initial DDIM latents of :class:`~latentatlas.generators.Diffusers`
+(renormalised to the Gaussian norm, as Lobashev et al. do for SD 1.5); the rest (labels, kernel
+posterior on --features, potential, metric, analyses, report) is shared with ``atlas digits`` /
+``atlas custom`` (:mod:`latentatlas.cli.latent_cmd`).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+import numpy as np
+
+from .atlas_cmd import atlas
+
+try:
+    from .latent_cmd import _EPILOG, _check, _options, _pick, _run, load_latents
+except ModuleNotFoundError as err:  # the latent-plane commands are not there: no command either
+    if err.name != f"{__package__}.latent_cmd":
+        raise
+    raise ModuleNotFoundError(str(err), name=__name__) from None
+
+
+@atlas.command(name="diffusers", epilog=_EPILOG)
+@click.option("--model", "model", required=True, type=click.Path(file_okay=False),
+              help="Local diffusers pipeline folder (model_index.json, unet/, vae/, "
+                   "text_encoder/, tokenizer/, scheduler/); never downloaded.")
+@click.option("--prompt", required=True, help="Text prompt.")
+@click.option("--negative-prompt", "negative_prompt", default="", help="Negative prompt.")
+@click.option("--ddim-steps", "ddim_steps", type=int, default=50, show_default=True,
+              help="DDIM steps per image.")
+@click.option("--guidance", type=float, default=5.0, show_default=True,
+              help="Classifier-free guidance scale.")
+@click.option("--image-size", "image_size", type=int, default=None,
+              help="Image height = width in pixels [default: the pipeline's, 512 for SD 1.5].")
+@click.option("--dtype", type=click.Choice(["float32", "float16", "bfloat16"]), default=None,
+              help="Model dtype [default: float16 on GPU, float32 on CPU].")
+@click.option("--device", default=None, help="Torch device [default: cuda if available].")
+@click.option("--batch-size", "batch_size", type=int, default=8, show_default=True,
+              help="Images per UNet call.")
+@click.option("--latents", "latents", type=click.Path(dir_okay=False), default=None,
+              help="Initial latents (N, C*h*w) .npy/.pt to pick the anchors from "
+                   "[default: N(0, I) with --seed].")
+@click.option("--features", default="pixels", show_default=True,
+              help="Kernel features: pixels or clip:PATH (a local CLIP model, as in the paper).")
+@_options
+def diffusers_cmd(model: str, prompt: str, negative_prompt: str, ddim_steps: int,
+                  guidance: float, image_size: int | None, dtype: str | None, device: str | None,
+                  batch_size: int, latents: str | None, features: str, **kw: Any) -> None:
+    """A diffusers text-to-image pipeline (DDIM, classifier-free guidance) on a latent plane.
+
+    \b
+    Example (Stable Diffusion 1.5 at 128 px, a 64 x 64 grid, CLIP features):
+      latentatlas atlas diffusers --model ~/models/sd15 --prompt "a photo of a cat" \\
+          --image-size 128 --resolution 64 --features clip:~/models/clip-vit-b32 --out runs/sd
+    """
+    _check(kw)
+    from .. import planes
+    from ..generators import Diffusers
+
+    if ddim_steps < 1:
+        raise ValueError(f"--ddim-steps: expected a positive int, got {ddim_steps}")
+    if batch_size < 1:
+        raise ValueError(f"--batch-size: expected a positive int, got {batch_size}")
+    gen = Diffusers(model, prompt=prompt, negative_prompt=negative_prompt, steps=ddim_steps,
+                    guidance=guidance, dtype=dtype, device=device, height=image_size,
+                    width=image_size, batch_size=batch_size)
+    feats = planes.make_features(features, progress=not kw["quiet"])
+    if latents is not None:
+        bank = load_latents(latents)
+        if bank.shape[1] != gen.latent_dim:
+            raise ValueError(f"--latents: expected vectors of length {gen.latent_dim} (latents "
+                             f"{gen.latent_shape}), got {bank.shape[1]}")
+        anchors: Any = _pick(bank, kw["anchors"], kw["seed"])
+    else:
+        if kw["anchors"]:
+            raise ValueError("--anchors: index a --latents file; without one use --seed")
+        anchors = np.random.default_rng(kw["seed"]).standard_normal((3, gen.latent_dim))
+    _run(gen, anchors, feats, None, kw)
