@@ -40,12 +40,11 @@ def _gauss_data(n: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tenso
     return mean + scale * torch.randn(n, 2, generator=gen), torch.stack([mean, scale])
 
 
-@pytest.mark.parametrize("coupling", ["independent", "ot"])
-def test_gaussian_target_log_prob_close_to_truth(coupling: str) -> None:
+def test_gaussian_target_log_prob_close_to_truth() -> None:
     """KL(p || q) = E_p[log p - log q] estimated on test samples is small (exact trace)."""
     gen = torch.Generator().manual_seed(1)
     data, (mean, scale) = _gauss_data(4000, gen)
-    fm = la.flows.FlowMatching(2, hidden=(64, 64), coupling=coupling)
+    fm = la.flows.FlowMatching(2, hidden=(64, 64))
     fm.fit(data, steps=600, lr=3e-3, progress=False, val_every=100)
     test, _ = _gauss_data(1000, gen)
     with torch.no_grad():
@@ -65,7 +64,7 @@ def test_conditional_ot_flow_matching() -> None:
     means = torch.tensor([[-2.0, 0.0], [2.0, 1.0]])
     x = means[c[:, 0].long()] + 0.5 * torch.randn(n, 2, generator=gen)
     fm = la.flows.FlowMatching(2, context=1, hidden=(64, 64), coupling="ot")
-    fm.fit(x, c, steps=600, lr=3e-3, progress=False)
+    fm.fit(x, c, steps=600, batch_size=128, lr=3e-3, progress=False)
     torch.manual_seed(3)
     s = fm.sample(2000, torch.tensor([[0.0], [1.0]]))
     assert s.shape == (2000, 2, 2)
@@ -104,6 +103,7 @@ def test_moons_nll_close_to_nsf() -> None:
         nll_fm = -float(fm.log_prob(test).mean())
     # Both far below a Gaussian fit (log(2 pi) + 1 + log|corr| ~ 2.8 nats); the true density
     # is ~ -0.6 nats, neither model reaches it with this budget. Measured: see the report.
+    print(f"two moons test NLL: flow matching (OT) {nll_fm:.3f}, NSF {nll_nsf:.3f}")
     assert nll_nsf < 2.0
     assert nll_fm < nll_nsf + 0.1, (nll_fm, nll_nsf)
 
@@ -116,9 +116,10 @@ def test_ot_coupling_gives_straighter_paths() -> None:
     for coupling in ("independent", "ot"):
         torch.manual_seed(0)
         fm = la.flows.FlowMatching(2, hidden=(64, 64), coupling=coupling)
-        fm.fit(train, steps=800, lr=3e-3, progress=False, patience=None)
+        fm.fit(train, steps=800, batch_size=128, lr=3e-3, progress=False, patience=None)
         diag[coupling] = fm.path_energy(2000, generator=torch.Generator().manual_seed(0))
     ind, ot = diag["independent"], diag["ot"]
+    print("path diagnostics:", diag)
     # straightness = E int ||v||^2 dt - E ||x1 - x0||^2 >= 0 (0 for straight, constant speed)
     assert 0 <= ot["straightness"] < 0.25 * ind["straightness"], diag
     assert ot["energy"] < ind["energy"], diag
