@@ -179,8 +179,8 @@ def test_end_to_end_gaussian_recovers_closed_form_metric(tmp_path):
     from latentatlas.atlas import build, exact_reference
 
     source = la.sources.GaussianFamily(coords="natural")
-    atlas = build(source, resolution=16, samples_per_point=256, bundle=16, seed=0, out=tmp_path,
-                  progress=False, analyses=False, report=False,
+    atlas = build(source, resolution=16, samples_per_point=256, bundle=16, posterior_repeats=8,
+                  seed=0, out=tmp_path, progress=False, analyses=False, report=False,
                   posterior_options={"fit": {"steps": 500}}, potential_options={"steps": 600})
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
         ["config.json", "store.zarr", "posterior.safetensors", "posteriors.npy",
@@ -189,15 +189,16 @@ def test_end_to_end_gaussian_recovers_closed_form_metric(tmp_path):
     ref = exact_reference(source, atlas.axis0, atlas.axis1)
     acc = compare(atlas, ref)
     print(acc)
-    # Tolerances: with S = 256 samples per point the posterior centres scatter by
-    # sqrt(K / S_eff) ~ 0.3 posterior widths, and the grid posterior is truncated at the edges of
-    # the box (theta2 -> -0.25, |theta1| -> 2, where the metric is largest); measured over seeds
-    # the errors are about half of these bounds.
-    assert acc["gradient"] < 0.08
-    assert acc["g01"] < 0.15 and acc["g11"] < 0.2 and acc["g00"] < 0.3
-    # no rescaling: the metric is in absolute units (median ratio close to 1 in the interior)
-    ratio = atlas.metric[2:-2, 2:-2, 1, 1] / ref["metric"][2:-2, 2:-2, 1, 1]
-    assert 0.75 < np.median(ratio) < 1.3
+    # Tolerances: this config measured gradient 0.024, g00 0.153, g01 0.035, g11 0.087,
+    # sqrt(det g) 0.18 (seed 0). The error floor: the posterior centres scatter by
+    # sqrt(K / S_eff) ~ 0.5 posterior widths with S = 256, and the grid posterior is truncated at
+    # the edge of the box (theta2 -> -0.25, |theta1| -> 2) where the metric is largest; with
+    # the exact Bregman posteriors instead of estimated ones the fit reaches g00 0.05, g11 0.05.
+    # The bounds are ~2x the measurement (seed-to-seed and BLAS variation); a metric off by a
+    # factor 2 (e.g. probability-averaged posteriors, or a wrong K) gives g00 >= 0.33.
+    assert acc["gradient"] < 0.06
+    assert acc["g01"] < 0.1 and acc["g11"] < 0.2 and acc["g00"] < 0.3
+    assert acc["sqrt_det_g"] < 0.35
     # the saved atlas reloads with its potential and gives the same metric through metric_at
     back = load(tmp_path)
     assert back.potential_model is not None

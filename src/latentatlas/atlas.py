@@ -251,6 +251,7 @@ class Atlas:
 
         vol = self.volume_element()
         vol = np.maximum(vol, max(float(vol.max()) * 1e-9, 1e-300))
+        kwargs.setdefault("c", RIDGE_C)
         return np.asarray(geometry.ridges(vol, **kwargs), dtype=bool)
 
     # -- persistence ---------------------------------------------------------------------------
@@ -330,6 +331,10 @@ def load(directory: str | os.PathLike, potential: bool = True) -> Atlas:
 # --------------------------------------------------------------------------------------------------
 # Exact references and the comparison of fields
 # --------------------------------------------------------------------------------------------------
+
+RIDGE_C = 1.5
+"""Robust z-score a ridge of log sqrt(det g) must exceed to count as a boundary (measured on the
+L = 8 Ising atlas: 3 finds nothing, 1.5 finds the first-order line H = 0, K > K_c)."""
 
 EXACT_LIMITS = {"Ising2D": 10, "TASEP": 12}
 """Largest L for which an exact reference is computed (transfer matrix / master equation)."""
@@ -1011,7 +1016,7 @@ def run_analyses(
     # boundaries and phases: ridges of sqrt det g
     vol = atlas.volume_element()
     vol_pos = np.maximum(vol, max(float(vol.max()) * 1e-9, 1e-300))
-    mask = np.asarray(geometry.ridges(vol_pos), dtype=bool)
+    mask = np.asarray(geometry.ridges(vol_pos, c=RIDGE_C), dtype=bool)
     labels = np.asarray(geometry.phases(mask, min_size=max(2, (g0 * g1) // 100)))
     arrays["ridges"] = mask
     arrays["phases"] = labels.astype(np.int64)
