@@ -97,12 +97,13 @@ def test_moons_nll_close_to_nsf() -> None:
     la.flows.fit(nsf, train, steps=steps, lr=1e-3, progress=False, patience=None)
     torch.manual_seed(0)
     fm = la.flows.FlowMatching(2, coupling="ot")
-    fm.fit(train, steps=steps, lr=5e-3, progress=False, patience=None)
+    fm.fit(train, steps=steps, lr=1e-2, progress=False, patience=None)
     with torch.no_grad():
         nll_nsf = -float(nsf.log_prob(test).mean())
         nll_fm = -float(fm.log_prob(test).mean())
     # Both far below a Gaussian fit (log(2 pi) + 1 + log|corr| ~ 2.8 nats); the true density
-    # is ~ -0.6 nats, neither model reaches it with this budget. Measured: see the report.
+    # is ~ -0.6 nats, neither model reaches it with this budget. Measured (1 thread): flow
+    # matching 1.287, NSF 1.222. Seed-to-seed spread of the flow-matching NLL is ~0.05-0.1.
     print(f"two moons test NLL: flow matching (OT) {nll_fm:.3f}, NSF {nll_nsf:.3f}")
     assert nll_nsf < 2.0
     assert nll_fm < nll_nsf + 0.1, (nll_fm, nll_nsf)
