@@ -42,21 +42,25 @@ class DyingOnce(GaussianFamily):
         return super()._sample(params, n, seed)
 
 
-@pytest.fixture(scope="module")
-def ray_session():
-    ray = pytest.importorskip("ray")
-    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # DyingOnce for the workers
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
-             runtime_env={"env_vars": {"OMP_NUM_THREADS": "1"}})
-    yield ray
-    ray.shutdown()
-
-
 def _arrays(store: SampleStore) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     return np.asarray(store.samples[...]), store.diagnostics
 
 
-def test_ray_store_is_bit_identical_to_local(ray_session, tmp_path):
+@pytest.mark.slow
+def test_ray_backend(tmp_path):
+    """One local Ray instance (2 CPUs) for both checks: Ray starts in ~10 s on a loaded machine."""
+    ray = pytest.importorskip("ray")
+    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # DyingOnce for the workers
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
+             runtime_env={"env_vars": {"OMP_NUM_THREADS": "1"}})
+    try:
+        _check_ray_store_is_bit_identical_to_local(tmp_path / "a")
+        _check_ray_retries_a_killed_workers_chunk(tmp_path / "b")
+    finally:
+        ray.shutdown()
+
+
+def _check_ray_store_is_bit_identical_to_local(tmp_path):
     source = Ising2D(L=4, burn_in=20, thin=2)
     _, _, params = grid_params(((1.5, 3.5), (-0.5, 0.5)), 4)  # 16 points, chunks of 3 -> 6
     local = SampleStore.create(tmp_path / "local", source, params, 5, seed=7, chunk_points=3)
@@ -76,7 +80,8 @@ def test_ray_store_is_bit_identical_to_local(ray_session, tmp_path):
         np.testing.assert_array_equal(d_ray[name], d_local[name])
 
 
-def test_ray_retries_a_killed_workers_chunk(ray_session, tmp_path):
+def _check_ray_retries_a_killed_workers_chunk(tmp_path):
+    tmp_path.mkdir(parents=True, exist_ok=True)
     marker = tmp_path / "died"
     dying = DyingOnce(str(marker))
     _, _, params = grid_params(((-1.0, 1.0), (-2.0, -0.5)), 4)
