@@ -57,6 +57,7 @@ def zoom_series(
     width: float,
     zooms: Sequence[float] = tuple(10.0 ** np.arange(0, 7)),
     resolution: int = 64,
+    scales: Sequence[int] | None = None,
 ) -> list[ZoomLevel]:
     """Label windows of decreasing width around ``center`` and measure the class boundary.
 
@@ -66,6 +67,9 @@ def zoom_series(
         width: window width at zoom 1.
         zooms: magnifications (window width = width / zoom).
         resolution: grid cells per side (>= 8).
+        scales: box sizes in cells for the box-counting fit (default: that of
+            :func:`~latentatlas.geometry.boundaries.box_counting_dimension`); use powers of 3 for
+            triadic fractals such as the Koch curve, whose counts oscillate log-periodically.
 
     Returns:
         One :class:`ZoomLevel` per zoom.
@@ -90,7 +94,7 @@ def zoom_series(
         labels = np.asarray(label_fn(grid)).reshape(resolution, resolution)
         mask = boundary_mask(labels)
         classes = int(len(np.unique(labels)))
-        dim = float(box_counting_dimension(mask)[0]) if classes > 1 and mask.sum() > 4 else np.nan
+        dim = float(box_counting_dimension(mask, scales=scales)[0]) if classes > 1 and mask.sum() > 4 else np.nan
         bounds = ((a0[0] - w / (2 * resolution), a0[-1] + w / (2 * resolution)),
                   (a1[0] - w / (2 * resolution), a1[-1] + w / (2 * resolution)))
         levels.append(ZoomLevel(float(zoom), bounds, labels, float(mask.mean()), dim, classes))
