@@ -367,7 +367,12 @@ def plane_atlas(
 
     # potential and metric
     t0 = time.perf_counter()
-    opts = {"sigma": 0.0, **dict(potential_options or {})}
+    # The kernel posterior of a deterministic generator is a delta where neighbouring images
+    # differ by >> tau (at class changes); its covariance is then singular. Smooth the posteriors
+    # with the potential fit's own target kernel (sigma cells) and fit with the same sigma, as for
+    # the grid estimator's smoothed targets: the model posterior is smoothed identically.
+    opts = {"sigma": 0.5, **dict(potential_options or {})}
+    posts = geometry.smooth(torch.as_tensor(posts), float(opts["sigma"])).numpy()
     pot, _ = geometry.fit_potential(posts, p0, p1, bundle=bundle, progress=progress,
                                     seed=seed + 2, **opts)
     phi, grad, hess = evaluate_potential(pot, params)
@@ -382,7 +387,7 @@ def plane_atlas(
         "names": list(plane.names), "bounds": [list(b) for b in bounds],
         "resolution": [resolution, resolution], "posterior_resolution": pres,
         "samples_per_point": samples, "bundle": bundle, "estimator": "kernel",
-        "tau": float(post_model.tau), "seed": seed, "sigma": 0.0,
+        "tau": float(post_model.tau), "seed": seed, "sigma": float(opts["sigma"]),
         "potential_options": {k: v for k, v in opts.items() if k != "checkpoint"},
     }
     atlas = Atlas(names=tuple(plane.names), axis0=axis0, axis1=axis1, potential=phi.reshape(g),

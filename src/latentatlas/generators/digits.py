@@ -10,7 +10,7 @@ state at t = 1. Two samplers:
   ``dx = [v - (eta^2 / 2)(x - t v)] dt + eta sqrt(1 - t) dW`` (the score of the linear path is
   ``-(x - t v) / (1 - t)``); each sample's noise comes from its own seed.
 
-``Digits.pretrained()`` trains on first use (about a minute on 2 CPU cores) and caches the model in
+``Digits.pretrained()`` trains on first use (about 140 s of one CPU core) and caches the model in
 the user's cache directory (see :mod:`latentatlas.cache`).
 """
 
@@ -23,12 +23,19 @@ import torch
 from torch import Tensor, nn
 
 from ..cache import cached, data_hash
-from ..flows.matching import FlowMatching
+from ..flows.matching import FlowMatching, ot_pairing
+from ..flows.training import train
 from ..io import Configurable
 
 __all__ = ["Digits"]
 
-_RECIPE = {"steps": 6000, "batch_size": 256, "lr": 2e-3, "seed": 0, "version": 1}
+# Measured (1000 samples, classifier confidence > 0.9; real test digits: 96.9 %), 1 thread CPU:
+#   512x3, 6000 steps, lr 2e-3, OT, logit-normal t:  87.7 %  (139 s CPU)   <- this recipe
+#   512x3, 10000 steps, lr 1e-3, independent, uniform t:  81.8 %  (186 s CPU)
+#   256x3, 4000 steps, lr 2e-3, OT, uniform t:  69.0 %  (49 s CPU)
+# RK4 with 8 or 24 steps gave the same classes for all 1000 samples (OT paths are nearly straight).
+_RECIPE = {"steps": 6000, "batch_size": 256, "lr": 2e-3, "seed": 0, "time": "logit-normal",
+           "version": 2}
 
 
 class Digits(Configurable, nn.Module):
@@ -48,7 +55,7 @@ class Digits(Configurable, nn.Module):
     sample_shape = (8, 8)
 
     def __init__(
-        self, hidden: tuple[int, ...] = (512, 512, 512), steps: int = 24, coupling: str = "ot"
+        self, hidden: tuple[int, ...] = (512, 512, 512), steps: int = 12, coupling: str = "ot"
     ) -> None:
         super().__init__()
         if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
@@ -131,11 +138,26 @@ class Digits(Configurable, nn.Module):
         model = cls()
         images, _ = digits_dataset("all")
         data = torch.from_numpy(images.reshape(-1, 64) * 2 - 1)
-        model.flow.fit(
-            data, steps=recipe["steps"], batch_size=recipe["batch_size"], lr=recipe["lr"],
-            val_fraction=0.05, val_every=250, patience=None, progress=progress,
-            seed=recipe["seed"],
-        )
+        flow = model.flow
+        gen = torch.Generator().manual_seed(recipe["seed"] + 1)
+        val_gen = torch.Generator()
+
+        def loss_fn(x1: Tensor) -> Tensor:
+            # flow matching with minibatch OT and logit-normal times (Esser et al. 2024: more
+            # weight on the middle of the path, where the field is hardest to learn)
+            g = gen if flow.training else val_gen.manual_seed(recipe["seed"] + 2)
+            b = x1.shape[0]
+            x0 = torch.randn(b, 64, generator=g, dtype=x1.dtype)
+            if flow.coupling == "ot":
+                x1 = x1[ot_pairing(x0, x1)]
+            t = torch.sigmoid(torch.randn(b, 1, generator=g, dtype=x1.dtype))
+            xt = (1 - t) * x0 + t * x1
+            v = flow.transform.field(t[:, 0], xt, None)
+            return ((v - (x1 - x0)) ** 2).sum(-1).mean()
+
+        train(flow, loss_fn, (data,), names=("data",), steps=recipe["steps"],
+              batch_size=recipe["batch_size"], lr=recipe["lr"], val_fraction=0.05, val_every=500,
+              patience=None, progress=progress, seed=recipe["seed"], desc="digits generator")
         return model.eval()
 
     @classmethod
