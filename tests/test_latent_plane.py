@@ -75,3 +75,19 @@ def test_generator_spec_string_and_errors() -> None:
         LatentPlane(identity, anchors=3)
     with pytest.raises(ValueError, match="eta"):
         LatentPlane(identity, anchors=np.eye(3), eta=-1.0)
+
+
+def test_save_load_keeps_the_generator_weights(tmp_path) -> None:
+    import latentatlas as la
+    from latentatlas.features import Classifier
+
+    torch.manual_seed(3)
+    gen = Classifier()  # any latentatlas nn.Module works as a generator: (B, 64) -> (B, 128)
+    plane = LatentPlane(gen, anchors=np.random.default_rng(0).standard_normal((3, 64)))
+    la.save(plane, tmp_path / "plane.safetensors")
+    back = la.load(tmp_path / "plane.safetensors")
+    params = np.array([[0.2, 0.3], [1.0, -0.5]])
+    np.testing.assert_array_equal(back.sample(params, 1), plane.sample(params, 1))
+    torch.manual_seed(4)
+    assert not np.allclose(LatentPlane(Classifier(), anchors=plane.anchors).sample(params, 1),
+                           plane.sample(params, 1))  # the weights, not the config, made it equal

@@ -21,6 +21,7 @@ _SUBMODULES = (
     "atlas",
     "cli",
     "datasets",
+    "distributed",
     "exact",
     "features",
     "flows",

@@ -99,10 +99,15 @@ def _encode(value: Any, tensors: dict[str, torch.Tensor], where: str) -> Any:
     if isinstance(value, Configurable):
         if _class_name(type(value)) not in _REGISTRY:
             raise ValueError(f"cannot save {where}: class {type(value).__name__} is not registered")
-        return {
+        encoded = {
             "__class__": _class_name(type(value)),
             "config": _encode(value.config, tensors, where),
         }
+        if isinstance(value, nn.Module):  # weights of a nested model (e.g. a plane's generator)
+            encoded["state"] = {
+                key: _encode(t, tensors, f"{where}.{key}") for key, t in value.state_dict().items()
+            }
+        return encoded
     raise ValueError(
         f"cannot save {where}: a {type(value).__module__}.{type(value).__qualname__} cannot be "
         "rebuilt from a file without running user code; pass latentatlas building blocks, or save "
@@ -118,7 +123,11 @@ def _decode(value: Any, tensors: dict[str, torch.Tensor]) -> Any:
             tensor = tensors[value["__tensor__"]]
             return tensor.numpy() if value.get("numpy") else tensor
         if "__class__" in value:
-            return _build(value["__class__"], _decode(value["config"], tensors))
+            obj = _build(value["__class__"], _decode(value["config"], tensors))
+            if "state" in value and isinstance(obj, nn.Module):
+                state = {k: torch.as_tensor(_decode(v, tensors)) for k, v in value["state"].items()}
+                obj.load_state_dict(state, strict=True)
+            return obj
         return {k: _decode(v, tensors) for k, v in value.items()}
     return value
 
