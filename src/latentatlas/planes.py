@@ -626,15 +626,16 @@ class ZoomResult:
 
 
 def plane_zoom(label_fn: Callable[[np.ndarray], np.ndarray], center: Sequence[float], width: float,
-               zooms: Sequence[float] = tuple(10.0 ** np.arange(1, 7)), resolution: int = 32
-               ) -> ZoomResult:
+               zooms: Sequence[float] = tuple(10.0 ** np.arange(1, 7)), resolution: int = 32,
+               scales: Sequence[int] | None = None) -> ZoomResult:
     """Zoom series (:func:`latentatlas.geometry.zoom_series`) with the new-structure verdicts.
 
-    ``label_fn`` maps float64 points (B, 2) to labels (B,) (e.g. classifier of the decoded images).
+    ``label_fn`` maps float64 points (B, 2) to labels (B,) (e.g. classifier of the decoded images);
+    ``scales``: box sizes in cells (default of ``zoom_series``; powers of 3 suit triadic fractals).
     """
     from .geometry.zoom import zoom_series
 
-    levels = zoom_series(label_fn, center, width, zooms, resolution)
+    levels = zoom_series(label_fn, center, width, zooms, resolution, scales)
     dims = np.array([lv.dimension for lv in levels], dtype=np.float64)
     classes = np.array([lv.classes for lv in levels], dtype=np.int64)
     new = (classes > 2) | (np.nan_to_num(dims, nan=0.0) > 1.15)

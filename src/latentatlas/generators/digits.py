@@ -61,7 +61,9 @@ class Digits(Configurable, nn.Module):
         if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
             raise ValueError(f"steps: expected a positive int, got {steps!r}")
         self.steps = steps
-        self.flow = FlowMatching(64, hidden=tuple(hidden), coupling=coupling)
+        # freqs pinned: the recipe was measured with 3 time frequencies (FlowMatching's default
+        # may change; the cache key records only Digits' config)
+        self.flow = FlowMatching(64, hidden=tuple(hidden), coupling=coupling, freqs=3)
         object.__setattr__(self, "_f64", None)  # float64 copy, not a submodule
 
     def _field(self, dtype: torch.dtype) -> FlowMatching:
