@@ -210,7 +210,8 @@ class IAF(Flow):
         """
         if not isinstance(maf, MAF):
             raise ValueError(f"maf: expected a MAF, got {type(maf).__qualname__}")
-        iaf = cls(**maf.config)
-        iaf.transform.inner.load_state_dict(maf.transform.state_dict())
         anchor = next(maf.parameters())
-        return iaf.to(device=anchor.device, dtype=anchor.dtype)
+        # Move to the MAF's dtype first: loading float64 weights into float32 would round them.
+        iaf = cls(**maf.config).to(device=anchor.device, dtype=anchor.dtype)
+        iaf.transform.inner.load_state_dict(maf.transform.state_dict())
+        return iaf
