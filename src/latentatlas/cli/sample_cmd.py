@@ -55,6 +55,15 @@ def _common(func: Any) -> Any:
         click.option("--thin", default="auto", show_default=True,
                      help="Sweeps between samples, or 'auto' (2 x autocorrelation time)."),
         click.option("--quiet", is_flag=True, help="No progress bar."),
+        click.option("--backend", type=click.Choice(["local", "ray"]), default="local",
+                     show_default=True,
+                     help="Compute chunks in this process or as Ray tasks (pip install ray)."),
+        click.option("--ray-address", "ray_address", default=None,
+                     help="Ray cluster address [default: $RAY_ADDRESS, else a local instance]."),
+        click.option("--workers", type=int, default=None,
+                     help="Ray: chunks in flight (CPUs of a local instance)."),
+        click.option("--gpus-per-task", "gpus_per_task", type=float, default=0.0,
+                     show_default=True, help="Ray: GPUs requested by each chunk task."),
     ]
     for option in reversed(options):
         func = option(func)
@@ -62,7 +71,10 @@ def _common(func: Any) -> Any:
 
 
 def _run(source: Any, kind: str, grid: str, samples: int, seed: int, out: str,
-         bounds: tuple[float, ...] | None, chunk: int | None, quiet: bool) -> None:
+         bounds: tuple[float, ...] | None, chunk: int | None, quiet: bool,
+         backend: str = "local", ray_address: str | None = None, workers: int | None = None,
+         gpus_per_task: float = 0.0) -> None:
+    from ..distributed import generate
     from ..sources.base import check_bounds
     from ..store import SampleStore, grid_params
 
@@ -95,7 +107,12 @@ def _run(source: Any, kind: str, grid: str, samples: int, seed: int, out: str,
         },
     )
     done = store.done_points
-    store.generate(progress=not quiet)
+    if workers is not None and workers <= 0:
+        raise ValueError(f"--workers: expected a positive int, got {workers}")
+    if gpus_per_task < 0:
+        raise ValueError(f"--gpus-per-task: expected a number >= 0, got {gpus_per_task}")
+    store = generate(store, backend=backend, address=ray_address, workers=workers,
+                     gpus_per_task=gpus_per_task, progress=not quiet)
     what = "already complete" if done == store.num_points else (
         f"resumed from {done}/{store.num_points} points" if done else "generated"
     )
@@ -131,13 +148,13 @@ def sample() -> None:
 @_common
 def ising(L: int, coords: str, algorithm: str, grid: str, samples: int, seed: int, out: str,
           bounds: tuple[float, ...] | None, chunk: int | None, burn_in: str, thin: str,
-          quiet: bool) -> None:
+          quiet: bool, **scale: Any) -> None:
     """2-D Ising model on a periodic L x L lattice, parameters (T, h) or (K, H)."""
     from ..sources.ising import Ising2D
 
     source = Ising2D(L, coords=coords, algorithm=algorithm,
                      burn_in=_parse_steps(burn_in, "--burn-in"), thin=_parse_steps(thin, "--thin"))
-    _run(source, "ising", grid, samples, seed, out, bounds, chunk, quiet)
+    _run(source, "ising", grid, samples, seed, out, bounds, chunk, quiet, **scale)
 
 
 @sample.command()
@@ -145,9 +162,9 @@ def ising(L: int, coords: str, algorithm: str, grid: str, samples: int, seed: in
 @_common
 def tasep(L: int, grid: str, samples: int, seed: int, out: str,
           bounds: tuple[float, ...] | None, chunk: int | None, burn_in: str, thin: str,
-          quiet: bool) -> None:
+          quiet: bool, **scale: Any) -> None:
     """Open-boundary TASEP (random-sequential update), parameters (alpha, beta) in (0, 1]^2."""
     from ..sources.tasep import TASEP
 
     source = TASEP(L, burn_in=_parse_steps(burn_in, "--burn-in"), thin=_parse_steps(thin, "--thin"))
-    _run(source, "tasep", grid, samples, seed, out, bounds, chunk, quiet)
+    _run(source, "tasep", grid, samples, seed, out, bounds, chunk, quiet, **scale)
