@@ -28,8 +28,9 @@ def test_generate_shapes_determinism_and_errors() -> None:
     seeds = np.arange(5)
     a, b = gen.generate(z, eta=0.5, seeds=seeds), gen.generate(z, eta=0.5, seeds=seeds)
     assert torch.equal(a, b) and not torch.equal(a, x)  # same seeds, same noise
-    # per-sample noise: sample 0 does not depend on the rest of the batch
-    assert torch.equal(gen.generate(z[:1], eta=0.5, seeds=seeds[:1])[0], a[0])
+    # per-sample noise: sample 0 does not depend on the rest of the batch (up to the rounding of
+    # batched float64 matmuls)
+    assert torch.allclose(gen.generate(z[:1], eta=0.5, seeds=seeds[:1])[0], a[0], atol=1e-12)
     with pytest.raises(ValueError, match="seeds"):
         gen.generate(z, eta=0.5)
     with pytest.raises(ValueError, match="z"):
