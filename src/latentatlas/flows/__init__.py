@@ -24,6 +24,7 @@ _LAZY = {
     "MaskedAutoregressive": "autoregressive",
     "MAF": "autoregressive",
     "IAF": "autoregressive",
+    "InverseTransform": "autoregressive",
     "ActNorm": "layers",
     "Permutation": "layers",
     "LULinear": "layers",
@@ -31,6 +32,10 @@ _LAZY = {
     "train": "training",
     "NeuralODE": "neural_ode",
     "CNF": "continuous",
+    "ContinuousFlow": "continuous",
+    "ContinuousTransform": "continuous",
+    "VectorField": "continuous",
+    "ot_pairing": "matching",
     "FlowMatching": "matching",
 }
 
