@@ -223,3 +223,25 @@ def test_train_ddp_without_process_group_is_train():
                                  steps=20, batch_size=16, progress=False, val_fraction=0.0)
     assert h.loss == h2.loss
     assert not D.is_distributed() and D.init_from_env() == (0, 1)
+
+
+def test_atlas_cli_ray_backend_gives_the_local_store(tmp_path) -> None:
+    pytest.importorskip("ray")
+    from click.testing import CliRunner
+
+    import latentatlas as la
+    from latentatlas.cli import _load_commands
+    from latentatlas.cli.common import main
+
+    _load_commands()
+    args = ["atlas", "gaussian", "--resolution", "5", "--samples", "16", "--bundle", "4",
+            "--steps", "20", "--potential-steps", "20", "--quiet"]
+    runner = CliRunner()
+    local = runner.invoke(main, [*args, "--out", str(tmp_path / "local")])
+    ray_run = runner.invoke(main, [*args, "--out", str(tmp_path / "ray"), "--backend", "ray",
+                                   "--workers", "2"])
+    assert local.exit_code == 0, local.output
+    assert ray_run.exit_code == 0, ray_run.output
+    a = la.store.SampleStore.open(tmp_path / "local" / "store.zarr").samples[...]
+    b = la.store.SampleStore.open(tmp_path / "ray" / "store.zarr").samples[...]
+    np.testing.assert_array_equal(a, b)  # the backend is not part of the result

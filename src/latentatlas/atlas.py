@@ -732,6 +732,7 @@ def build(
     posterior_average: str = "log",
     analyses: bool = True,
     report: bool = True,
+    backend: Mapping[str, Any] | None = None,
 ) -> Atlas:
     """Build the atlas of ``source`` over ``bounds``: sample -> posterior -> potential -> metric.
 
@@ -758,6 +759,9 @@ def build(
             potential fit (the two must agree); default per source.
         posterior_average: how the ``posterior_repeats`` bundle posteriors of a point are
             combined: ``"log"`` (geometric mean, renormalised; default) or ``"probability"``.
+        backend: how the sampling stage runs: keyword arguments of
+            :func:`latentatlas.distributed.generate` (e.g. ``{"backend": "ray", "workers": 2}``);
+            None computes locally. Not part of the config: the store is identical either way.
             For an exponential family the bundle posterior is ``exp(-K D(t, t_hat))`` centred
             at the bundle's own estimate ``t_hat``; the mean of the log-posteriors over bundles
             drawn at ``t'`` is exactly ``-K D(t, t') + const``, the Bregman model that the
@@ -776,7 +780,7 @@ def build(
                         posterior_options, potential_options, posterior_repeats, geodesics,
                         sigma, posterior_average)
     run = RunFolder(out, config, force) if out is not None else None
-    ctx = _Pipeline(source, config, run, progress)
+    ctx = _Pipeline(source, config, run, progress, backend)
     atlas = ctx.run(analyses=analyses, report=report and run is not None)
     return atlas
 
@@ -784,7 +788,9 @@ def build(
 class _Pipeline:
     """The stages of :func:`build`, each kept in the run folder when there is one."""
 
-    def __init__(self, source: Any, config: dict[str, Any], run: RunFolder | None, progress: bool):
+    def __init__(self, source: Any, config: dict[str, Any], run: RunFolder | None, progress: bool,
+                 backend: Mapping[str, Any] | None = None):
+        self.backend = dict(backend) if backend else None
         self.source = source
         self.config = config
         self.run_folder = run
@@ -843,7 +849,12 @@ class _Pipeline:
         elif done:
             log.info("stage sample: resuming store.zarr (%d of %d chunks done)", done,
                      store.num_chunks)
-        store.generate(progress=self.progress)
+        if self.backend:
+            from .distributed import generate
+
+            store = generate(store, progress=self.progress, **self.backend)
+        else:
+            store.generate(progress=self.progress)
         return np.asarray(store.samples[...])
 
     # -- posterior ---------------------------------------------------------------------------

@@ -55,6 +55,16 @@ def _common(func: Callable[..., Any]) -> Callable[..., Any]:
                           "[default: per source]."),
         click.option("--force", is_flag=True, help="Recompute every stage (same config only)."),
         click.option("--quiet", is_flag=True, help="No progress bars or stage messages."),
+        click.option("--backend", type=click.Choice(["local", "ray"]), default="local",
+                     show_default=True,
+                     help="Sampling stage in this process or as Ray tasks (pip install ray); "
+                          "the result is identical."),
+        click.option("--ray-address", "ray_address", default=None,
+                     help="Ray cluster address [default: $RAY_ADDRESS, else a local instance]."),
+        click.option("--workers", type=int, default=None,
+                     help="Ray: chunks in flight (CPUs of a local instance)."),
+        click.option("--gpus-per-task", "gpus_per_task", type=float, default=0.0,
+                     show_default=True, help="Ray: GPUs requested by each chunk task."),
     ]
     for option in reversed(options):
         func = option(func)
@@ -63,8 +73,19 @@ def _common(func: Callable[..., Any]) -> Callable[..., Any]:
 
 def _run(source: Any, *, out: str, bounds: tuple[float, ...] | None, resolution: int | None,
          samples: int | None, bundle: int | None, estimator: str, seed: int, steps: int | None,
-         potential_steps: int | None, force: bool, quiet: bool) -> None:
+         potential_steps: int | None, force: bool, quiet: bool, backend: str = "local",
+         ray_address: str | None = None, workers: int | None = None,
+         gpus_per_task: float = 0.0) -> None:
     from .. import atlas as atlas_mod
+
+    if workers is not None and workers <= 0:
+        raise ValueError(f"--workers: expected a positive int, got {workers}")
+    if gpus_per_task < 0:
+        raise ValueError(f"--gpus-per-task: expected a number >= 0, got {gpus_per_task}")
+    scale = None if backend == "local" else {
+        "backend": backend, "address": ray_address, "workers": workers,
+        "gpus_per_task": gpus_per_task,
+    }
 
     logger = logging.getLogger("latentatlas.atlas")
     handler = _EchoHandler()
@@ -81,7 +102,7 @@ def _run(source: Any, *, out: str, bounds: tuple[float, ...] | None, resolution:
                                 samples_per_point=samples, bundle=bundle, estimator=estimator,
                                 seed=seed, out=out, force=force, progress=not quiet,
                                 posterior_options=posterior_options,
-                                potential_options=potential_options)
+                                potential_options=potential_options, backend=scale)
     finally:
         logger.removeHandler(handler)
         logger.setLevel(saved[0])
