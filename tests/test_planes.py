@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 from matplotlib.path import Path
+from tests.test_lipschitz_zoom import koch_snowflake
 
 import latentatlas as la
 from latentatlas import planes
@@ -34,18 +35,6 @@ class LineGenerator:
 
 def line_label(x):
     return (torch.as_tensor(x)[:, 2] > 0.5).long()
-
-
-def koch_snowflake(level: int) -> np.ndarray:
-    pts = np.array([[0.0, 0.0], [0.5, math.sqrt(3) / 2], [1.0, 0.0], [0.0, 0.0]])
-    rot = np.array([[0.5, -math.sqrt(3) / 2], [math.sqrt(3) / 2, 0.5]])
-    for _ in range(level):
-        a, b = pts[:-1], pts[1:]
-        d = (b - a) / 3
-        p1, p3 = a + d, a + 2 * d
-        p2 = p1 + d @ rot.T
-        pts = np.concatenate([np.stack([a, p1, p2, p3], axis=1).reshape(-1, 2), pts[-1:]])
-    return pts
 
 
 @pytest.fixture(scope="module")

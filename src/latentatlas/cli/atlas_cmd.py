@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from .common import main
+from .common import BACKEND_OPTIONS, backend_kwargs, main
 
 _EPILOG = """\b
 Stages and the run folder (--out DIR):
@@ -55,16 +55,7 @@ def _common(func: Callable[..., Any]) -> Callable[..., Any]:
                           "[default: per source]."),
         click.option("--force", is_flag=True, help="Recompute every stage (same config only)."),
         click.option("--quiet", is_flag=True, help="No progress bars or stage messages."),
-        click.option("--backend", type=click.Choice(["local", "ray"]), default="local",
-                     show_default=True,
-                     help="Sampling stage in this process or as Ray tasks (pip install ray); "
-                          "the result is identical."),
-        click.option("--ray-address", "ray_address", default=None,
-                     help="Ray cluster address [default: $RAY_ADDRESS, else a local instance]."),
-        click.option("--workers", type=int, default=None,
-                     help="Ray: chunks in flight (CPUs of a local instance)."),
-        click.option("--gpus-per-task", "gpus_per_task", type=float, default=0.0,
-                     show_default=True, help="Ray: GPUs requested by each chunk task."),
+        *BACKEND_OPTIONS,
     ]
     for option in reversed(options):
         func = option(func)
@@ -78,14 +69,8 @@ def _run(source: Any, *, out: str, bounds: tuple[float, ...] | None, resolution:
          gpus_per_task: float = 0.0) -> None:
     from .. import atlas as atlas_mod
 
-    if workers is not None and workers <= 0:
-        raise ValueError(f"--workers: expected a positive int, got {workers}")
-    if gpus_per_task < 0:
-        raise ValueError(f"--gpus-per-task: expected a number >= 0, got {gpus_per_task}")
-    scale = None if backend == "local" else {
-        "backend": backend, "address": ray_address, "workers": workers,
-        "gpus_per_task": gpus_per_task,
-    }
+    scale = backend_kwargs(backend, ray_address, workers, gpus_per_task)
+    scale = None if backend == "local" else scale
 
     logger = logging.getLogger("latentatlas.atlas")
     handler = _EchoHandler()

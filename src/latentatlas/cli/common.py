@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import click
 
 from .. import __version__
@@ -19,3 +21,29 @@ def main() -> None:
       latentatlas sample ising --L 16 --grid 64 --samples 16 --seed 0 --out runs/store
       latentatlas report runs/ising                 # rebuild the report of a run
     """
+
+
+BACKEND_OPTIONS = [
+    click.option("--backend", type=click.Choice(["local", "ray"]), default="local",
+                 show_default=True,
+                 help="Compute sample chunks in this process or as Ray tasks (pip install ray); "
+                      "the store is identical."),
+    click.option("--ray-address", "ray_address", default=None,
+                 help="Ray cluster address [default: $RAY_ADDRESS, else a local instance]."),
+    click.option("--workers", type=int, default=None,
+                 help="Ray: chunks in flight (CPUs of a local instance)."),
+    click.option("--gpus-per-task", "gpus_per_task", type=float, default=0.0,
+                 show_default=True, help="Ray: GPUs requested by each chunk task."),
+]
+"""Options of the commands that fill a sample store (``sample``, ``atlas``)."""
+
+
+def backend_kwargs(backend: str, ray_address: str | None, workers: int | None,
+                   gpus_per_task: float) -> dict[str, Any]:
+    """Validate the backend options; keyword arguments of ``la.distributed.generate``."""
+    if workers is not None and workers <= 0:
+        raise ValueError(f"--workers: expected a positive int, got {workers}")
+    if gpus_per_task < 0:
+        raise ValueError(f"--gpus-per-task: expected a number >= 0, got {gpus_per_task}")
+    return {"backend": backend, "address": ray_address, "workers": workers,
+            "gpus_per_task": gpus_per_task}

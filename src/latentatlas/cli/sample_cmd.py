@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from .common import main
+from .common import BACKEND_OPTIONS, backend_kwargs, main
 
 __all__ = ["sample"]
 
@@ -55,15 +55,7 @@ def _common(func: Any) -> Any:
         click.option("--thin", default="auto", show_default=True,
                      help="Sweeps between samples, or 'auto' (2 x autocorrelation time)."),
         click.option("--quiet", is_flag=True, help="No progress bar."),
-        click.option("--backend", type=click.Choice(["local", "ray"]), default="local",
-                     show_default=True,
-                     help="Compute chunks in this process or as Ray tasks (pip install ray)."),
-        click.option("--ray-address", "ray_address", default=None,
-                     help="Ray cluster address [default: $RAY_ADDRESS, else a local instance]."),
-        click.option("--workers", type=int, default=None,
-                     help="Ray: chunks in flight (CPUs of a local instance)."),
-        click.option("--gpus-per-task", "gpus_per_task", type=float, default=0.0,
-                     show_default=True, help="Ray: GPUs requested by each chunk task."),
+        *BACKEND_OPTIONS,
     ]
     for option in reversed(options):
         func = option(func)
@@ -107,12 +99,8 @@ def _run(source: Any, kind: str, grid: str, samples: int, seed: int, out: str,
         },
     )
     done = store.done_points
-    if workers is not None and workers <= 0:
-        raise ValueError(f"--workers: expected a positive int, got {workers}")
-    if gpus_per_task < 0:
-        raise ValueError(f"--gpus-per-task: expected a number >= 0, got {gpus_per_task}")
-    store = generate(store, backend=backend, address=ray_address, workers=workers,
-                     gpus_per_task=gpus_per_task, progress=not quiet)
+    store = generate(store, progress=not quiet,
+                     **backend_kwargs(backend, ray_address, workers, gpus_per_task))
     what = "already complete" if done == store.num_points else (
         f"resumed from {done}/{store.num_points} points" if done else "generated"
     )
