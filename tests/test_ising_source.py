@@ -262,3 +262,40 @@ def test_lockstep_kernel_equals_scalar_kernel() -> None:
     f = ising_sufficient_statistics(b.spins)
     np.testing.assert_array_equal(f[:, 0], b.bsum)
     np.testing.assert_array_equal(f[:, 1], b.msum)
+
+
+def test_point_seeds_depend_on_seed_and_point_only() -> None:
+    from latentatlas.sources.base import point_seeds
+
+    params = np.array([[1.0, 0.0], [2.0, 0.5], [3.0, -0.5]])
+    full = point_seeds(7, params)
+    assert full.shape == (3, 4) and full.dtype == np.uint64
+    np.testing.assert_array_equal(point_seeds(7, params[1:2]), full[1:2])
+    np.testing.assert_array_equal(point_seeds(7, params[::-1]), full[::-1])
+    assert not np.any(point_seeds(8, params) == full)  # another seed: unrelated words
+    assert len(np.unique(full)) == full.size
+    with pytest.raises(ValueError, match="words"):
+        point_seeds(0, params, words=9)
+
+
+def test_threaded_run_equals_single_thread(monkeypatch: pytest.MonkeyPatch) -> None:
+    # blocks of lattices on two threads (thread-private lane state) give the same chains as one
+    import latentatlas.sources.ising as ising_mod
+    from latentatlas.sources import _rng
+    from latentatlas.sources.base import point_seeds
+
+    rng = np.random.default_rng(1)
+    P, L = 40, 6
+    T, h = rng.uniform(1.5, 3.5, P), rng.uniform(-0.3, 0.3, P)
+    seeds = point_seeds(3, np.stack([T, h], axis=1))
+    ns, ev = rng.integers(5, 30, P), rng.integers(1, 4, P)
+    outs = []
+    for threads in (1, 2):
+        monkeypatch.setattr(ising_mod, "num_threads", lambda t=threads: t)
+        monkeypatch.setattr(_rng, "num_threads", lambda t=threads: t)
+        chains = ising_mod._Chains(1 / T, h / T, L, seeds, False)
+        outs.append((chains._lane_run(np.arange(P), ns, ev, 5, True), chains.spins.copy()))
+    (a, sa), (b, sb) = outs
+    for x, y in zip(a, b):
+        np.testing.assert_array_equal(x, y)
+    np.testing.assert_array_equal(sa, sb)

@@ -9,7 +9,9 @@ numba inlines; uniforms are compared as 32-bit integers against precomputed inte
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 from numba import njit
@@ -213,22 +215,38 @@ def num_threads() -> int:
     return max(1, int(numba.get_num_threads()))
 
 
+_POOL: dict[int, object] = {}
+_POOL_LOCK = threading.Lock()
+
+
+def _pool(threads: int) -> ThreadPoolExecutor:
+    """A process-wide pool of ``threads`` workers, created once (thread start-up costs ~1 ms)."""
+    with _POOL_LOCK:
+        pool = _POOL.get(threads)
+        if pool is None:
+            pool = ThreadPoolExecutor(threads, thread_name_prefix="latentatlas-lattice")
+            _POOL[threads] = pool
+        return pool  # type: ignore[return-value]
+
+
 def run_in_threads(count: int, call: Callable[[int, int], None], threads: int | None = None) -> None:
     """Run ``call(lo, hi)`` over contiguous ranges covering ``0 .. count`` on a thread pool.
 
     The kernels are compiled with ``nogil=True`` (serial code compiles ~3x faster than numba's
     ``parallel=True``), so the threads run them truly in parallel. Each range works on its own
-    lattices with their own random streams, so the result does not depend on the split.
+    lattices with their own random streams, so the result does not depend on the split. The
+    calling thread runs the first range itself; the others go to a persistent pool.
     """
     threads = min(count, threads or num_threads())
-    if threads <= 1:
+    if threads <= 1 or threading.current_thread().name.startswith("latentatlas-lattice"):
         if count:
             call(0, count)
         return
-    from concurrent.futures import ThreadPoolExecutor
-
     edges = np.linspace(0, count, threads + 1).round().astype(int)
-    with ThreadPoolExecutor(threads) as pool:
-        futures = [pool.submit(call, int(lo), int(hi)) for lo, hi in zip(edges[:-1], edges[1:])]
+    pool = _pool(threads - 1)
+    futures = [pool.submit(call, int(lo), int(hi)) for lo, hi in zip(edges[1:-1], edges[2:])]
+    try:
+        call(int(edges[0]), int(edges[1]))
+    finally:
         for future in futures:
             future.result()

@@ -237,17 +237,20 @@ def _run_lanes(
     half = np.uint64(1 << 31)
     two32 = float(TWO32)
     for g in range(G):
+        # per-lane state in thread-private copies: the rows of neighbouring blocks share cache
+        # lines, and writing them at every site from two threads made two threads slower than one
         S = spins[g]
-        sg = st[g]
-        ig = inc[g]
+        sg = st[g].copy()
+        ig = inc[g].copy()
         T = thr[g]
         R0, R1, R2, R3, R4 = T[0:B], T[B : 2 * B], T[2 * B : 3 * B], T[3 * B : 4 * B], T[4 * B : 5 * B]
         R5, R6, R7, R8 = T[5 * B : 6 * B], T[6 * B : 7 * B], T[7 * B : 8 * B], T[8 * B : 9 * B]
         R9 = T[9 * B : 10 * B]
         z = np.uint64(0)
-        Bg = bsum[g]
-        Mg = msum[g]
-        ag = accepted[g]
+        Bg = bsum[g].copy()
+        Mg = msum[g].copy()
+        ag = accepted[g].copy()
+        sgn = sign[g].copy()
         ns = nsweeps[g]
         rr = np.empty(B, dtype=np.uint64)
         tt = np.empty(B, dtype=np.uint64)
@@ -313,14 +316,14 @@ def _run_lanes(
                 r = ((x >> rot) | (x << ((_C32 - rot) & _C31))) & _M32
                 if zero_field[g, p]:
                     if r < half:
-                        sign[g, p] = -sign[g, p]
+                        sgn[p] = -sgn[p]
                 elif r < np.uint64(two32 * 0.5 * min(1.0, math.exp(-2.0 * field[g, p] * Mg[p]))):
                     for i in range(L):
                         for j in range(L):
                             S[i, j, p] = -S[i, j, p]
                     Mg[p] = -Mg[p]
                 if (sweep + 1) % every[g, p] == 0 and k[p] < R:
-                    sp = sign[g, p]
+                    sp = sgn[p]
                     rec_b[g, p, k[p]] = Bg[p]
                     rec_m[g, p, k[p]] = sp * Mg[p]
                     if store:
@@ -328,6 +331,11 @@ def _run_lanes(
                             for j in range(L):
                                 rec_s[g, p, k[p], i, j] = sp * S[i, j, p]
                     k[p] += 1
+        st[g] = sg
+        bsum[g] = Bg
+        msum[g] = Mg
+        accepted[g] = ag
+        sign[g] = sgn
 
 
 def ising_sufficient_statistics(x: np.ndarray) -> np.ndarray:
