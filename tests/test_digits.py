@@ -46,7 +46,8 @@ def test_reduced_budget_training_gives_recognisable_digits(cache) -> None:
     conf, _ = clf.proba(gen.sample(500, seed=1)).max(-1)
     frac = float((conf > 0.9).float().mean())
     print("recognised with confidence > 0.9:", frac)
-    # The full recipe (6000 steps) measured 87.7 % on 1000 samples (real test digits: 96.9 %);
-    # 1500 steps measured 79.4 % (500 samples). Threshold: 0.6, far above untrained noise (~0) and
-    # below the measured value by more than 10 binomial standard errors (sqrt(.25/500) = 2.2 %).
-    assert frac > 0.6
+    # The full recipe (12000 steps) measured 92.4 % on 1000 samples (real test digits: 96.9 %);
+    # 1500 steps measured 78.8 % (500 samples, 32 s of one core). Threshold: 0.55, far above
+    # untrained noise (~0) and below the measured value by more than 10 binomial standard errors
+    # (10 sqrt(.25/500) = 22.4 %).
+    assert frac > 0.55

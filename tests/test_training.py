@@ -1,4 +1,5 @@
-"""fit / train: resuming from a checkpoint gives bit-identical weights; ActNorm init in training."""
+"""fit / train: resuming from a checkpoint gives bit-identical weights (with and without an EMA of
+the weights); the EMA's closed form; ActNorm init in training."""
 
 from __future__ import annotations
 
@@ -6,20 +7,21 @@ import pytest
 import torch
 
 from latentatlas.datasets import moons
-from latentatlas.flows import MAF, NSF, ActNorm, ComposedTransform, Flow, RealNVP, fit
+from latentatlas.flows import MAF, NSF, ActNorm, ComposedTransform, Flow, RealNVP, fit, train
 
 
 def _weights(module):
     return {k: v.clone() for k, v in module.state_dict().items()}
 
 
+@pytest.mark.parametrize("ema", [None, 0.9])
 @pytest.mark.parametrize("make", [lambda: NSF(2, transforms=2, hidden=(16,)),
                                   lambda: MAF(2, context=1, transforms=2, hidden=(16,))])
-def test_stopping_and_resuming_equals_an_uninterrupted_run(tmp_path, make):
+def test_stopping_and_resuming_equals_an_uninterrupted_run(tmp_path, make, ema):
     x = moons(600, 0)
     c = x[:, :1] ** 2 if make().context_features else None
     common = dict(steps=60, batch_size=64, lr=3e-3, progress=False, val_fraction=0.1,
-                  val_every=10, patience=None, seed=3, checkpoint_every=1000)
+                  val_every=10, patience=None, seed=3, checkpoint_every=1000, ema=ema)
 
     torch.manual_seed(0)
     ref = make()
@@ -40,6 +42,97 @@ def test_stopping_and_resuming_equals_an_uninterrupted_run(tmp_path, make):
     assert w_ref.keys() == w.keys()
     for k in w_ref:
         assert torch.equal(w_ref[k], w[k]), k
+    assert hist.ema == hist_ref.ema == ema
+    if ema is not None:  # the EMA really changes the result (it is not silently ignored)
+        torch.manual_seed(0)
+        plain = make()
+        hist_plain = fit(plain, x, c, **dict(common, ema=None))
+        assert hist_plain.val_loss != hist_ref.val_loss
+        assert not all(torch.equal(v, w_ref[k]) for k, v in _weights(plain).items())
+
+
+class _Trajectory(torch.nn.Module):
+    """A fixed weight trajectory: each training call of ``loss`` sets the frozen parameter ``a`` to
+    the call number s (1, 2, ...) and the buffer ``b`` to ``s ** 2``, so after optimiser step s the
+    weights are (s, s^2) whatever Adam does. ``c`` is trainable but gets zero gradient (Adam leaves
+    it exactly constant). In eval mode ``loss`` returns ``a + 1000 b``, exposing the weights
+    validation runs with."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a = torch.nn.Parameter(torch.zeros((), dtype=torch.float64), requires_grad=False)
+        self.register_buffer("b", torch.zeros((), dtype=torch.float64))
+        self.c = torch.nn.Parameter(torch.tensor([0.3, -1.7, 2.5]))
+        self.register_buffer("calls", torch.zeros((), dtype=torch.long))  # not averaged
+
+    def loss(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training:
+            return self.a + 1000 * self.b
+        with torch.no_grad():
+            self.calls += 1
+            self.a.fill_(float(self.calls))
+            self.b.fill_(float(self.calls) ** 2)
+        return (self.c * 0.0).sum() + 0.0 * x.sum()
+
+
+def _ema_closed_form(values, d):
+    """sum_s w_s v_s with w_s = (1 - d) d^(T - s) / (1 - d^T), s = 1 .. T."""
+    big_t = len(values)
+    return sum((1 - d) * d ** (big_t - s) / (1 - d**big_t) * v for s, v in enumerate(values, 1))
+
+
+@pytest.mark.parametrize("d", [0.5, 0.9, 0.999])
+def test_ema_equals_the_closed_form_weighted_average(d):
+    model, x = _Trajectory(), torch.zeros(20, 1)
+    c0 = model.c.detach().clone()
+    steps = 37
+    hist = train(model, model.loss, (x,), steps=steps, batch_size=4, val_fraction=0.0,
+                 progress=False, ema=d)
+    assert hist.steps_done == steps and hist.ema == d
+    s = torch.arange(1, steps + 1, dtype=torch.float64)
+    expect_a, expect_b = _ema_closed_form(s.tolist(), d), _ema_closed_form((s**2).tolist(), d)
+    assert torch.allclose(model.a, torch.tensor(expect_a, dtype=torch.float64), rtol=1e-13, atol=0)
+    assert torch.allclose(model.b, torch.tensor(expect_b, dtype=torch.float64), rtol=1e-13, atol=0)
+    assert torch.equal(model.c, c0)  # a constant trajectory: its EMA is the constant, exactly
+    assert int(model.calls) == steps  # integer buffers are not averaged
+
+
+def test_validation_uses_the_ema_weights():
+    model, x = _Trajectory(), torch.zeros(20, 1)
+    d = 0.8
+    hist = train(model, model.loss, (x,), val_data=(x[:3],), steps=20, val_every=5, patience=None,
+                 batch_size=4, progress=False, ema=d)
+    assert hist.val_step == [5, 10, 15, 20]
+    for step, v in zip(hist.val_step, hist.val_loss):
+        s = list(range(1, step + 1))
+        expect = _ema_closed_form(s, d) + 1000 * _ema_closed_form([k**2 for k in s], d)
+        assert v == pytest.approx(expect, rel=1e-13)
+    # The val loss grows, so the best is the first validation: its (averaged) weights are restored.
+    assert hist.best_step == 5
+    assert float(model.a) == pytest.approx(_ema_closed_form([1, 2, 3, 4, 5], d), rel=1e-13)
+
+
+def test_without_ema_the_last_weights_are_kept():
+    # ema=None: the trajectory's last weights are kept as they are (no averaging).
+    model, x = _Trajectory(), torch.zeros(20, 1)
+    hist = train(model, model.loss, (x,), steps=7, val_fraction=0.0, progress=False)
+    assert float(model.a) == 7.0 and float(model.b) == 49.0 and hist.ema is None
+
+
+@pytest.mark.parametrize("bad", [0.0, 1.0, 1.5, -0.1, True, "0.999", 1])
+def test_bad_ema_raises(bad):
+    with pytest.raises(ValueError, match=r"ema: expected None or a float decay in \(0, 1\)") as err:
+        fit(RealNVP(2, transforms=1), moons(100, 0), steps=10, progress=False, ema=bad)
+    assert repr(bad) in str(err.value)
+
+
+def test_resuming_with_a_different_ema_raises(tmp_path):
+    ckpt = tmp_path / "run.pt"
+    x = moons(200, 0)
+    fit(RealNVP(2, transforms=1), x, steps=10, progress=False, checkpoint=ckpt, stop_after=5,
+        ema=0.9)
+    with pytest.raises(ValueError, match="ema: expected the value the checkpoint"):
+        fit(RealNVP(2, transforms=1), x, steps=10, progress=False, checkpoint=ckpt)
 
 
 def test_stop_after_requires_a_checkpoint():

@@ -1,8 +1,9 @@
 """Training loops shared by every model of the package.
 
-:func:`train` is the generic loop (Adam, cosine decay, gradient clipping, validation, early stopping,
-tqdm progress, resumable checkpoints); :func:`fit` is maximum-likelihood training of a flow on top of
-it. Posterior estimators, flow matching and the embedded generators use :func:`train` too.
+:func:`train` is the generic loop (Adam, cosine decay, gradient clipping, an optional exponential
+moving average of the weights, validation, early stopping, tqdm progress, resumable checkpoints);
+:func:`fit` is maximum-likelihood training of a flow on top of it. Posterior estimators, flow
+matching and the embedded generators use :func:`train` too.
 """
 
 from __future__ import annotations
@@ -11,7 +12,8 @@ import copy
 import logging
 import math
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -39,6 +41,8 @@ class History:
         best_val: best validation loss (``nan`` without validation).
         stopped_early: whether early stopping ended training.
         steps_done: number of optimisation steps performed in total (across resumes).
+        ema: decay of the exponential moving average of the weights (None: no EMA); with an EMA,
+            ``val_loss`` and ``best_val`` are losses of the averaged weights.
     """
 
     step: list[int] = field(default_factory=list)
@@ -49,6 +53,7 @@ class History:
     best_val: float = math.nan
     stopped_early: bool = False
     steps_done: int = 0
+    ema: float | None = None
 
     def as_dict(self) -> dict:
         return {k: copy.copy(v) for k, v in self.__dict__.items()}
@@ -80,6 +85,33 @@ def _positive(value: float, name: str, integer: bool = False) -> None:
         raise ValueError(f"{name}: expected {kind}, got {value!r}")
 
 
+def _float_state(model: nn.Module) -> dict[str, Tensor]:
+    """The floating-point entries of ``model.state_dict()``: parameters and buffers, sharing their
+    storage (writing into them writes into the model)."""
+    return {k: t for k, t in model.state_dict().items() if t.is_floating_point()}
+
+
+@contextmanager
+def _weights_swapped(model: nn.Module, state: dict[str, Tensor]) -> Iterator[None]:
+    """Temporarily copy ``state`` (name -> tensor, floating entries) into ``model`` in place.
+
+    The model's own values are restored bit-exactly on exit (the optimiser keeps referring to the
+    same parameter tensors).
+    """
+    current = _float_state(model)
+    saved = {k: current[k].detach().clone() for k in state}
+    with torch.no_grad():
+        for k, t in state.items():
+            current[k].copy_(t)
+    try:
+        yield
+    finally:
+        current = _float_state(model)
+        with torch.no_grad():
+            for k, t in saved.items():
+                current[k].copy_(t)
+
+
 def train(
     model: nn.Module,
     loss_fn: Callable[..., Tensor],
@@ -101,6 +133,7 @@ def train(
     seed: int = 0,
     desc: str = "train",
     stop_after: int | None = None,
+    ema: float | None = None,
 ) -> History:
     """Minimise ``loss_fn(*batch)`` over minibatches of ``data``.
 
@@ -131,6 +164,15 @@ def train(
             the model keeps its current weights, and calling ``train`` again with the same
             arguments (without ``stop_after``) resumes to ``steps`` with exactly the result of an
             uninterrupted run. Requires ``checkpoint``.
+        ema: decay ``d`` in (0, 1) of an exponential moving average of the weights (every floating
+            entry of ``model.state_dict()``: parameters and floating buffers), updated after every
+            optimiser step; None disables it. The average is debiased: after T steps it is
+            ``sum_s w_s theta_s`` over the weights ``theta_1 .. theta_T`` after each step, with
+            ``w_s = (1 - d) d^(T - s) / (1 - d^T)`` (weights summing to 1; constant weights are
+            reproduced exactly), i.e. roughly the last ``1 / (1 - d)`` steps. Validation losses are
+            those of the averaged weights (so the best-validation weights restored at the end are
+            averaged weights too); without validation the model ends with the average. The average
+            is saved in checkpoints, so resuming stays bit-identical.
 
     Returns:
         The :class:`History`.
@@ -148,6 +190,12 @@ def train(
         _positive(patience, "patience", integer=True)
     if not 0.0 <= val_fraction < 1.0:
         raise ValueError(f"val_fraction: expected a number in [0, 1), got {val_fraction!r}")
+    if ema is not None and (
+        isinstance(ema, bool) or not isinstance(ema, (int, float)) or not 0.0 < ema < 1.0
+    ):
+        raise ValueError(
+            f"ema: expected None or a float decay in (0, 1) such as 0.999, got {ema!r}"
+        )
     if stop_after is not None:
         _positive(stop_after, "stop_after", integer=True)
         if checkpoint is None:
@@ -174,7 +222,8 @@ def train(
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: 0.5 * (1.0 + math.cos(math.pi * min(s, steps) / steps))
     )
-    history = History()
+    history = History(ema=None if ema is None else float(ema))
+    ema_state: dict[str, Tensor] = {}  # name -> averaged tensor (empty before the first step)
     best_state: dict[str, Tensor] | None = None
     bad_checks = 0
     start = 0
@@ -182,6 +231,12 @@ def train(
     ckpt_path = Path(checkpoint) if checkpoint is not None else None
     if ckpt_path is not None and ckpt_path.exists():
         state = torch.load(ckpt_path, map_location="cpu", weights_only=True)
+        saved_ema = state.get("ema_decay")
+        if saved_ema != (None if ema is None else float(ema)):
+            raise ValueError(
+                f"ema: expected the value the checkpoint {ckpt_path} was written with "
+                f"({saved_ema!r}) to resume it, got {ema!r}"
+            )
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
@@ -190,6 +245,9 @@ def train(
             setattr(history, key, value)
         best_state = state.get("best_state")
         bad_checks = int(state["bad_checks"])
+        if ema is not None:
+            float_state = _float_state(model)
+            ema_state = {k: t.to(float_state[k]) for k, t in (state.get("ema") or {}).items()}
         start = history.steps_done
         log.info("resuming %s from step %d (%s)", desc, start, ckpt_path)
 
@@ -207,6 +265,8 @@ def train(
                 "history": history.as_dict(),
                 "best_state": best_state,
                 "bad_checks": bad_checks,
+                "ema_decay": None if ema is None else float(ema),
+                "ema": ema_state if ema is not None else None,
             },
             tmp,
         )
@@ -246,6 +306,16 @@ def train(
         scheduler.step()
         step += 1
         history.steps_done = step
+        if ema is not None:
+            # debiased EMA in interpolation form: the first step copies the weights (w = 1); a
+            # weight equal to the average leaves it unchanged exactly
+            w = (1.0 - ema) / (1.0 - ema**step)
+            with torch.no_grad():
+                for k, t in _float_state(model).items():
+                    if k in ema_state:
+                        ema_state[k].lerp_(t.detach(), w)
+                    else:
+                        ema_state[k] = t.detach().clone()
         window.append(float(loss.detach()))
         if step % val_every == 0 or step == steps:
             history.step.append(step)
@@ -253,18 +323,19 @@ def train(
             window = []
             postfix = {"loss": f"{history.loss[-1]:.4f}"}
             if val is not None:
-                v = evaluate()
-                history.val_step.append(step)
-                history.val_loss.append(v)
-                postfix["val"] = f"{v:.4f}"
-                if not history.val_loss[:-1] or v < history.best_val:
-                    history.best_val, history.best_step = v, step
-                    best_state = {k: t.detach().clone() for k, t in model.state_dict().items()}
-                    bad_checks = 0
-                else:
-                    bad_checks += 1
-                    if patience is not None and bad_checks >= patience:
-                        history.stopped_early = True
+                with _weights_swapped(model, ema_state) if ema is not None else nullcontext():
+                    v = evaluate()
+                    history.val_step.append(step)
+                    history.val_loss.append(v)
+                    postfix["val"] = f"{v:.4f}"
+                    if not history.val_loss[:-1] or v < history.best_val:
+                        history.best_val, history.best_step = v, step
+                        best_state = {k: t.detach().clone() for k, t in model.state_dict().items()}
+                        bad_checks = 0
+                    else:
+                        bad_checks += 1
+                        if patience is not None and bad_checks >= patience:
+                            history.stopped_early = True
             bar.set_postfix(postfix)
         if ckpt_path is not None and (step % checkpoint_every == 0):
             save_checkpoint()
@@ -276,6 +347,11 @@ def train(
         return history
     if best_state is not None:
         model.load_state_dict(best_state)
+    elif ema_state:
+        float_state = _float_state(model)
+        with torch.no_grad():
+            for k, t in ema_state.items():
+                float_state[k].copy_(t)
     save_checkpoint()
     model.eval()
     return history
@@ -300,7 +376,8 @@ def fit(
         data: (N, D) training data.
         context: (N, C) conditioning values, or None for an unconditional flow.
         steps, batch_size, lr, val_fraction, progress: see :func:`train`.
-        **kwargs: passed to :func:`train` (``patience``, ``checkpoint``, ``seed``, ``clip``, ...).
+        **kwargs: passed to :func:`train` (``patience``, ``checkpoint``, ``seed``, ``clip``,
+            ``ema``, ...).
 
     Returns:
         The :class:`History` (losses are NLL in nats per sample).
