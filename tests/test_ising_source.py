@@ -299,3 +299,24 @@ def test_threaded_run_equals_single_thread(monkeypatch: pytest.MonkeyPatch) -> N
     for x, y in zip(a, b):
         np.testing.assert_array_equal(x, y)
     np.testing.assert_array_equal(sa, sb)
+
+
+def _sample_in_child(queue) -> None:  # runs in a forked child
+    src = Ising2D(6, burn_in=20, thin=2)
+    queue.put(src.sample(np.array([[2.0, 0.0]] * 16), 2, seed=0))
+
+
+def test_sampling_works_in_a_forked_child() -> None:
+    # the persistent thread pool is process-local: a forked child must not wait on the parent's
+    # (absent) worker threads
+    import multiprocessing
+
+    src = Ising2D(6, burn_in=20, thin=2)
+    parent = src.sample(np.array([[2.0, 0.0]] * 16), 2, seed=0)  # creates the pool
+    ctx = multiprocessing.get_context("fork")
+    queue = ctx.Queue()
+    proc = ctx.Process(target=_sample_in_child, args=(queue,))
+    proc.start()
+    child = queue.get(timeout=120)
+    proc.join(timeout=30)
+    np.testing.assert_array_equal(child, parent)

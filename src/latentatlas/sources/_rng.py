@@ -9,6 +9,7 @@ numba inlines; uniforms are compared as 32-bit integers against precomputed inte
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -217,6 +218,16 @@ def num_threads() -> int:
 
 _POOL: dict[int, object] = {}
 _POOL_LOCK = threading.Lock()
+
+
+def _forget_pools() -> None:
+    # a forked child inherits the pools but not their threads: start afresh there
+    global _POOL_LOCK
+    _POOL.clear()
+    _POOL_LOCK = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_forget_pools)
 
 
 def _pool(threads: int) -> ThreadPoolExecutor:
