@@ -91,6 +91,14 @@ def _float_state(model: nn.Module) -> dict[str, Tensor]:
     return {k: t for k, t in model.state_dict().items() if t.is_floating_point()}
 
 
+def _copy_into(model: nn.Module, state: dict[str, Tensor]) -> None:
+    """Copy ``state`` (name -> tensor, floating entries) into ``model``'s tensors in place."""
+    current = _float_state(model)
+    with torch.no_grad():
+        for k, t in state.items():
+            current[k].copy_(t)
+
+
 @contextmanager
 def _weights_swapped(model: nn.Module, state: dict[str, Tensor]) -> Iterator[None]:
     """Temporarily copy ``state`` (name -> tensor, floating entries) into ``model`` in place.
@@ -100,16 +108,11 @@ def _weights_swapped(model: nn.Module, state: dict[str, Tensor]) -> Iterator[Non
     """
     current = _float_state(model)
     saved = {k: current[k].detach().clone() for k in state}
-    with torch.no_grad():
-        for k, t in state.items():
-            current[k].copy_(t)
+    _copy_into(model, state)
     try:
         yield
     finally:
-        current = _float_state(model)
-        with torch.no_grad():
-            for k, t in saved.items():
-                current[k].copy_(t)
+        _copy_into(model, saved)
 
 
 def train(
@@ -348,10 +351,7 @@ def train(
     if best_state is not None:
         model.load_state_dict(best_state)
     elif ema_state:
-        float_state = _float_state(model)
-        with torch.no_grad():
-            for k, t in ema_state.items():
-                float_state[k].copy_(t)
+        _copy_into(model, ema_state)
     save_checkpoint()
     model.eval()
     return history

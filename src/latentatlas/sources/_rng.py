@@ -216,7 +216,7 @@ def num_threads() -> int:
     return max(1, int(numba.get_num_threads()))
 
 
-_POOL: dict[int, object] = {}
+_POOL: dict[int, ThreadPoolExecutor] = {}
 _POOL_LOCK = threading.Lock()
 
 
@@ -237,7 +237,7 @@ def _pool(threads: int) -> ThreadPoolExecutor:
         if pool is None:
             pool = ThreadPoolExecutor(threads, thread_name_prefix="latentatlas-lattice")
             _POOL[threads] = pool
-        return pool  # type: ignore[return-value]
+        return pool
 
 
 def run_in_threads(count: int, call: Callable[[int, int], None], threads: int | None = None) -> None:
