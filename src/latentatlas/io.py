@@ -240,6 +240,16 @@ def load(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> A
     obj = _build(metadata["class"], _decode(config, tensors))
     if isinstance(obj, nn.Module):
         state = {k: v for k, v in tensors.items() if not k.startswith(_CONFIG_PREFIX)}
+        # The constructor builds in the default dtype; give the model the saved dtype first, or
+        # load_state_dict would round float64 weights silently (per tensor if the dtypes are mixed).
+        dtypes = {v.dtype for v in state.values() if v.is_floating_point()}
+        if len(dtypes) == 1:
+            obj.to(dtypes.pop())
+        with torch.no_grad():
+            for name, t in [*obj.named_parameters(), *obj.named_buffers()]:
+                saved = state.get(name)
+                if saved is not None and t.is_floating_point() and saved.dtype != t.dtype:
+                    t.data = t.data.to(saved.dtype)
         try:
             obj.load_state_dict(state, strict=True)
         except RuntimeError as err:

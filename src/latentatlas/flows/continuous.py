@@ -44,25 +44,41 @@ TRACES = ("exact", "hutchinson")
 PROBES = ("rademacher", "gaussian")
 
 
+def _elu_grad(a: Tensor, h: Tensor) -> Tensor:
+    # elu'(a) = 1 for a > 0, exp(a) = elu(a) + 1 <= 1 otherwise
+    return (h + 1).clamp(max=1)
+
+
+def _tanh_grad(a: Tensor, h: Tensor) -> Tensor:
+    return 1 - h * h
+
+
+def _silu_grad(a: Tensor, h: Tensor) -> Tensor:
+    s = torch.sigmoid(a)
+    return s * (1 + a * (1 - s))
+
+
+def _softplus_grad(a: Tensor, h: Tensor) -> Tensor:
+    return torch.sigmoid(a)
+
+
+# Module-level functions only (no lambdas or closures), so that a VectorField pickles: torch.save of
+# a whole model and spawn-based multiprocessing need it.
+_ACT_AND_GRAD: dict[str, tuple[Callable[[Tensor], Tensor], Callable[[Tensor, Tensor], Tensor]]] = {
+    "elu": (torch.nn.functional.elu, _elu_grad),
+    "tanh": (torch.tanh, _tanh_grad),
+    "silu": (torch.nn.functional.silu, _silu_grad),
+    "softplus": (torch.nn.functional.softplus, _softplus_grad),
+}
+
+
 def _act_and_grad(name: str) -> tuple[Callable[[Tensor], Tensor], Callable[[Tensor, Tensor], Tensor]]:
-    """Activation sigma(a) and its derivative sigma'(a) (given a and sigma(a))."""
-    if name == "elu":
-        # elu'(a) = 1 for a > 0, exp(a) = elu(a) + 1 <= 1 otherwise
-        return torch.nn.functional.elu, lambda a, h: (h + 1).clamp(max=1)
-    if name == "tanh":
-        return torch.tanh, lambda a, h: 1 - h * h
-    if name == "silu":
-
-        def silu_grad(a: Tensor, h: Tensor) -> Tensor:
-            s = torch.sigmoid(a)
-            return s * (1 + a * (1 - s))
-
-        return torch.nn.functional.silu, silu_grad
-    if name == "softplus":
-        return torch.nn.functional.softplus, lambda a, h: torch.sigmoid(a)
-    raise ValueError(
-        f"activation: expected one of 'elu', 'tanh', 'silu', 'softplus', got {name!r}"
-    )
+    """Activation sigma(a) and its derivative sigma'(a) (given a and sigma(a)); both picklable."""
+    if name not in _ACT_AND_GRAD:
+        raise ValueError(
+            f"activation: expected one of 'elu', 'tanh', 'silu', 'softplus', got {name!r}"
+        )
+    return _ACT_AND_GRAD[name]
 
 
 ACTIVATIONS = ("elu", "tanh", "silu", "softplus")
