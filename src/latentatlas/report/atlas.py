@@ -254,29 +254,57 @@ def _table(rows: Mapping[str, Mapping[str, float]], columns: Sequence[str]) -> s
     return (f"<table><tr><th>method</th>{head}</tr>" + "".join(body) + "</table>")
 
 
-_CSS = """
-body { font-family: sans-serif; max-width: 1200px; margin: 2em auto; color: #222; }
-img { max-width: 100%; border: 1px solid #ddd; margin: 0.5em 0; }
-table { border-collapse: collapse; margin: 1em 0; }
-td, th { border: 1px solid #bbb; padding: 0.3em 0.7em; text-align: right; }
-code, pre { background: #f4f4f4; }
-"""
 
 
-def write_report(run_dir: str | os.PathLike) -> Path:
-    """(Re)write ``run_dir/report/index.html`` and its PNG figures from a run folder.
+def write_report(run_dir: str | os.PathLike, thumbnail: int | None = None) -> Path:
+    """(Re)write ``run_dir/report/index.html`` and its static PNG figures from a run folder.
 
-    Needs ``atlas.npz`` (and uses ``config.json``, ``analyses.json``, ``analyses.npz`` when there).
+    Works for every kind of run folder (detected by the files present): an atlas
+    (``atlas.npz``, ``config.json`` and, when there, ``analyses.json``/``analyses.npz``,
+    ``posteriors.npy``), a latent plane (also ``images.npy``, ``planes.json``/``planes.npz``;
+    ``report/images.html`` is redrawn too) or a path (``path.npz``, ``images.npy``). Reads files
+    only (numpy, json): nothing is recomputed. ``index.html`` is the interactive page of
+    :mod:`latentatlas.report.interactive` with the PNG figures embedded below the maps (and
+    written beside it for papers).
+
+    Args:
+        run_dir: the run folder.
+        thumbnail: longest side in pixels of the embedded image thumbnails (default
+            :data:`latentatlas.report.interactive.THUMBNAIL`); lower it for large generators.
 
     Returns:
         Path of ``index.html``.
+
+    Raises:
+        FileNotFoundError: ``run_dir`` holds neither ``atlas.npz`` nor ``path.npz``.
+        ValueError: ``thumbnail`` is not a positive int.
     """
-    from ..atlas import load
+    from . import interactive
 
     run_dir = Path(run_dir)
-    atlas = load(run_dir, potential=False)
+    if thumbnail is None:
+        thumbnail = interactive.THUMBNAIL
+    if isinstance(thumbnail, bool) or not isinstance(thumbnail, int) or thumbnail < 1:
+        raise ValueError(f"thumbnail: expected a positive int (pixels), got {thumbnail!r}")
+    kind = interactive.run_kind(run_dir)
     out = run_dir / "report"
     out.mkdir(parents=True, exist_ok=True)
+    if kind == "path":
+        figures, extra = _path_figures(run_dir, out)
+    else:
+        figures, extra = _atlas_figures(run_dir, out)
+        if kind == "plane" and _write_plane_page(run_dir) is not None:
+            extra = ("<h2>Latent-plane analyses</h2><p><a href='images.html'>images.html</a>: "
+                     "phase maps against metric ridges, image strips, zoom series, Lipschitz "
+                     "profiles, path and noise analyses (static figures).</p>" + extra)
+    return interactive.write_page(run_dir, out / "index.html", figures, extra, thumbnail)
+
+
+def _atlas_figures(run_dir: Path, out: Path) -> tuple[list[tuple[Path, str, str]], str]:
+    """The static figures of a 2-D run (PNGs into ``out``) and the HTML of its tables."""
+    from .interactive import read_atlas, volume_element
+
+    atlas = read_atlas(run_dir)
     scalars: dict[str, Any] = {}
     arrays: dict[str, np.ndarray] = {}
     if (run_dir / "analyses.json").is_file():
@@ -284,21 +312,26 @@ def write_report(run_dir: str | os.PathLike) -> Path:
     if (run_dir / "analyses.npz").is_file():
         with np.load(run_dir / "analyses.npz", allow_pickle=False) as data:
             arrays = {k: data[k] for k in data.files}
-    a0, a1, names = atlas.axis0, atlas.axis1, atlas.names
-    vol = atlas.volume_element()
-    figures: list[tuple[str, str, str]] = []  # (file, title, caption)
+    a0 = np.asarray(atlas["axis0"], np.float64)
+    a1 = np.asarray(atlas["axis1"], np.float64)
+    names = atlas["names"]
+    potential = np.asarray(atlas["potential"], np.float64)
+    gradient = np.asarray(atlas["gradient"], np.float64)
+    metric = np.asarray(atlas["metric"], np.float64)
+    vol = volume_element(metric)
+    figures: list[tuple[Path, str, str]] = []  # (file, title, caption)
 
     def add(path: Path, title: str, caption: str = "") -> None:
-        figures.append((path.name, title, caption))
+        figures.append((path, title, caption))
 
-    add(plot_field(a0, a1, atlas.potential, out / "potential.png",
+    add(plot_field(a0, a1, potential, out / "potential.png",
                    "potential Phi (log Z up to an affine term)", names),
         "Potential", "The fitted convex potential Phi ~ log Z (defined up to an affine term).")
-    add(plot_fields(a0, a1, {f"dPhi/d{names[0]}": atlas.gradient[..., 0],
-                             f"dPhi/d{names[1]}": atlas.gradient[..., 1]},
+    add(plot_fields(a0, a1, {f"dPhi/d{names[0]}": gradient[..., 0],
+                             f"dPhi/d{names[1]}": gradient[..., 1]},
                     out / "gradient.png", names, suptitle="gradient of Phi (mean statistics)"),
         "Gradient", "grad Phi = E[f(x)], the mean sufficient statistics, up to a constant.")
-    add(plot_metric(a0, a1, atlas.metric, out / "metric.png", names),
+    add(plot_metric(a0, a1, metric, out / "metric.png", names),
         "Metric", "Components of the Fisher metric of one sample (Hess Phi), log colour scale.")
     add(plot_field(a0, a1, vol, out / "volume.png", "sqrt det g (log scale)", names, log=True,
                    cmap="magma"),
@@ -324,17 +357,16 @@ def write_report(run_dir: str | os.PathLike) -> Path:
             "Path analysis", "Posterior mean and Fisher speed along one segment; dotted lines: "
             "flagged jumps.")
     exact = {k[len("exact_"):]: arrays[k] for k in arrays if k.startswith("exact_")}
-    accuracy = scalars.get("accuracy", {})
     if exact:
         ex_fields: dict[str, np.ndarray] = {}
         rec_fields: dict[str, np.ndarray] = {}
         logs: dict[str, bool] = {}
         if "potential" in exact:
             ex_fields["Phi"] = exact["potential"]
-            rec_fields["Phi"] = _detrend(atlas.potential, a0, a1, exact["potential"])
+            rec_fields["Phi"] = _detrend(potential, a0, a1, exact["potential"])
         if "gradient" in exact:
             for c in range(2):
-                d = atlas.gradient[..., c]
+                d = gradient[..., c]
                 ex = exact["gradient"][..., c]
                 ex_fields[f"dPhi/d{names[c]}"] = ex
                 rec_fields[f"dPhi/d{names[c]}"] = d - (d - ex).mean()
@@ -342,20 +374,18 @@ def write_report(run_dir: str | os.PathLike) -> Path:
             for i, j in ((0, 0), (0, 1), (1, 1)):
                 key = f"g[{names[i]},{names[j]}]"
                 ex_fields[key] = exact["metric"][..., i, j]
-                rec_fields[key] = atlas.metric[..., i, j]
+                rec_fields[key] = metric[..., i, j]
                 logs[key] = True
         if ex_fields:
             add(plot_comparison(a0, a1, ex_fields, rec_fields, out / "exact_vs_reconstructed.png",
                                 names, logs),
                 "Exact vs reconstructed", "Potential after the best affine term, gradient after "
                 "the best constant, metric in absolute units.")
-    cfg = atlas.config
-    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>latentatlas: "
-             f"{html.escape(_title(cfg))}</title><style>{_CSS}</style></head><body>",
-             f"<h1>Atlas of {html.escape(_title(cfg))}</h1>",
-             f"<p>Parameters ({html.escape(names[0])}, {html.escape(names[1])}) over "
+    cfg = atlas["config"]
+    parts = [f"<h2>Run</h2><p>Parameters ({html.escape(names[0])}, {html.escape(names[1])}) over "
              f"[{a0[0]:.4g}, {a0[-1]:.4g}] x [{a1[0]:.4g}, {a1[-1]:.4g}], grid {a0.size} x "
              f"{a1.size}. The metric is the Fisher information of one sample.</p>"]
+    accuracy = scalars.get("accuracy", {})
     if accuracy:
         cols = ["potential", "gradient", "gradient0", "gradient1", "g00", "g01", "g11",
                 "sqrt_det_g"]
@@ -363,25 +393,69 @@ def write_report(run_dir: str | os.PathLike) -> Path:
                      "range of the exact quantity (potential after the best affine term, gradient "
                      "components after the best constant, metric in absolute units).</p>")
         parts.append(_table(accuracy, cols))
-    for name, title, caption in figures:
-        parts.append(f"<h2>{html.escape(title)}</h2><p>{html.escape(caption)}</p>"
-                     f"<img src='{html.escape(name)}' alt='{html.escape(title)}'>")
+    tail = []
     extra = {k: v for k, v in scalars.items() if k not in ("accuracy",)}
     if extra:
-        parts.append("<h2>Analyses</h2><pre>" + html.escape(json.dumps(extra, indent=1)[:20000])
-                     + "</pre>")
-    parts.append("<h2>Config</h2><pre>" + html.escape(json.dumps(cfg, indent=1)) + "</pre>")
-    parts.append("</body></html>")
-    index = out / "index.html"
-    tmp = out / "index.html.tmp"
-    tmp.write_text("\n".join(parts))
-    os.replace(tmp, index)
-    return index
+        tail.append("<h2>Analyses</h2><pre>" + html.escape(json.dumps(extra, indent=1)[:20000])
+                    + "</pre>")
+    tail.append("<h2>Config</h2><pre>" + html.escape(json.dumps(cfg, indent=1)) + "</pre>")
+    return figures, "".join(parts) + "".join(tail)
 
 
-def _title(cfg: Mapping[str, Any]) -> str:
-    src = cfg.get("source", {})
-    name = str(src.get("class", "a source")).rsplit(".", 1)[-1]
-    args = ", ".join(f"{k}={v}" for k, v in sorted(dict(src.get("config", {})).items())
-                     if not isinstance(v, dict | list))
-    return f"{name}({args})" if args else name
+def _path_figures(run_dir: Path, out: Path) -> tuple[list[tuple[Path, str, str]], str]:
+    """The static figure of a path run (quantities along s, jumps marked) and its config."""
+    with np.load(run_dir / "path.npz", allow_pickle=False) as data:
+        arrays = {k: data[k] for k in data.files}
+    s = np.asarray(arrays["s"], np.float64)
+    curves: dict[str, np.ndarray] = {"g(s)": arrays["metric"]}
+    if "potential" in arrays:
+        curves["potential"] = arrays["potential"]
+    means = np.asarray(arrays.get("means", np.empty(0)))
+    if means.shape[:1] == s.shape:
+        for c, column in enumerate(means.reshape(s.size, -1).T):
+            curves[f"posterior mean {c}"] = column
+    if "distances" in arrays and np.size(arrays["distances"]) == s.size - 1:
+        d = np.asarray(arrays["distances"], np.float64)
+        curves["distance to the next point"] = np.append(d, np.nan)
+    jumps = np.asarray(arrays.get("jumps", np.empty(0)), dtype=np.int64).ravel()
+    jumps = jumps[(jumps >= 0) & (jumps < s.size - 1)]
+    positions = 0.5 * (s[jumps] + s[jumps + 1]) if jumps.size else None
+    fig = plot_path_analysis(s, curves, out / "path.png", "quantities along the path", positions,
+                             xlabel="s (position along the path)")
+    cfg = json.loads((run_dir / "config.json").read_text()) if (
+        run_dir / "config.json").is_file() else {}
+    tail = "<h2>Config</h2><pre>" + html.escape(json.dumps(cfg, indent=1)) + "</pre>"
+    return [(fig, "Along the path", "Fisher metric g(s), potential, posterior means and the "
+             "distance between consecutive posterior means; dotted red lines: jumps.")], tail
+
+
+class _PlaneFields:
+    """What :func:`~latentatlas.report.images.write_images_report` reads of an atlas: axes,
+    labels (G0, G1) and bounds."""
+
+    def __init__(self, axis0: np.ndarray, axis1: np.ndarray, labels: np.ndarray) -> None:
+        self.axis0, self.axis1, self.labels = axis0, axis1, labels
+        self.bounds = ((float(axis0[0]), float(axis0[-1])), (float(axis1[0]), float(axis1[-1])))
+
+
+def _write_plane_page(run_dir: Path) -> Path | None:
+    """Redraw ``report/images.html`` from ``planes.json``/``planes.npz``/``images.npy`` (None
+    when the folder lacks the plane analyses or a class map)."""
+    from .images import write_images_report
+    from .interactive import read_atlas
+
+    if not (run_dir / "planes.npz").is_file():
+        return None
+    atlas = read_atlas(run_dir)
+    with np.load(run_dir / "planes.npz", allow_pickle=False) as data:
+        arrays = {k: data[k] for k in data.files}
+    labels = atlas.get("labels", arrays.get("labels"))
+    if labels is None:
+        return None
+    scalars = json.loads((run_dir / "planes.json").read_text()) if (
+        run_dir / "planes.json").is_file() else {}
+    images = np.load(run_dir / "images.npy", mmap_mode="r", allow_pickle=False) if (
+        run_dir / "images.npy").is_file() else None
+    fields = _PlaneFields(np.asarray(atlas["axis0"], np.float64),
+                          np.asarray(atlas["axis1"], np.float64), labels)
+    return write_images_report(run_dir, fields, images, scalars, arrays)
