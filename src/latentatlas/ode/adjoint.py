@@ -22,16 +22,35 @@ the T outputs are kept from the forward pass.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
 
 import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
-from .solvers import FlatFunc, ODEError, ODEStats, integrate
+from .solvers import EventFunc, FlatFunc, Norm, ODEError, ODEStats, StepOptions, integrate
 
-__all__ = ["odeint_adjoint_flat"]
+__all__ = ["AdjointSettings", "odeint_adjoint_flat"]
+
+
+@dataclass
+class AdjointSettings:
+    """The backward (adjoint) solve's method, tolerances and step options.
+
+    Attributes:
+        method, rtol, atol, opts: as for the forward solve.
+        seminorm: leave the parameter part of the adjoint state out of the error norm.
+        state_norm: the forward solve's custom norm of a flat (N,) state, if any: the backward
+            norm is then ``max(state_norm(y), state_norm(a), mixed RMS of the parameter parts)``.
+    """
+
+    method: str
+    rtol: float
+    atol: float
+    opts: StepOptions
+    seminorm: bool = False
+    state_norm: Callable[[Tensor], float] | None = None
 
 
 @dataclass
@@ -42,11 +61,30 @@ class _Spec:
     method: str
     rtol: float
     atol: float
-    step_size: float | None
-    max_steps: int
+    opts: StepOptions
     stats: ODEStats
     norm_sizes: list[int]
     f0: Tensor | None
+    settings: AdjointSettings
+    event: EventFunc | None = None
+    event_t: float | None = None
+
+
+def _backward_norm(
+    spec: _Spec, N: int, sizes: list[int], like: Tensor
+) -> Callable[[Tensor], float]:
+    """Error norm of the augmented state [y (N,), a (N,), g (P,)] of the backward solve."""
+    st = spec.settings
+    if st.state_norm is None:
+        return Norm(list(spec.norm_sizes) * 2 + ([] if st.seminorm else sizes), like)
+    state_norm = st.state_norm
+    pnorm = None if st.seminorm or not sizes else Norm(sizes, like)
+
+    def norm(x: Tensor) -> float:
+        v = max(state_norm(x[:N]), state_norm(x[N : 2 * N]))
+        return max(v, pnorm(x[2 * N :])) if pnorm is not None else v
+
+    return norm
 
 
 def _warn_missing_params(out: Tensor, known: Sequence[Tensor]) -> None:
@@ -84,22 +122,25 @@ class _OdeintAdjoint(torch.autograd.Function):
     @staticmethod
     def forward(ctx, spec: _Spec, t: Tensor, y0: Tensor, *params: Tensor) -> Tensor:  # type: ignore[override]
         with torch.no_grad():
-            ys, _ = integrate(
+            ys, _, event_t = integrate(
                 spec.func,
                 y0,
                 spec.times,
                 spec.method,
                 rtol=spec.rtol,
                 atol=spec.atol,
-                step_size=spec.step_size,
-                max_steps=spec.max_steps,
+                opts=spec.opts,
                 stats=spec.stats,
                 t_dtype=t.dtype,
                 f0=spec.f0,
                 norm_sizes=spec.norm_sizes,
+                event=spec.event,
             )
             out = torch.stack(ys)
         spec.f0 = None
+        if event_t is not None:  # backward integrates over [t0, event time] (a constant here)
+            spec.event_t = event_t
+            spec.times = [spec.times[0], event_t]
         ctx.spec = spec
         ctx.save_for_backward(t, out)
         return out
@@ -146,7 +187,8 @@ class _OdeintAdjoint(torch.autograd.Function):
         g = ys.new_zeros(P)
         grad_t = torch.zeros(T, **t_kw) if want_t else None
         times = spec.times
-        norm_sizes = list(spec.norm_sizes) * 2 + sizes
+        st = spec.settings
+        b_opts = replace(st.opts, norm=_backward_norm(spec, N, sizes, ys))
         h0: float | None = None
         with torch.no_grad():
             for i in range(T - 1, 0, -1):
@@ -156,19 +198,17 @@ class _OdeintAdjoint(torch.autograd.Function):
                     bstats.nfe += 1
                     grad_t[i] = torch.dot(fi, grad_ys[i]).to(t.dtype)
                 try:
-                    out, h_last = integrate(
+                    out, h_last, _ = integrate(
                         aug,
                         torch.cat([ys[i], a, g]),
                         [times[i], times[i - 1]],
-                        spec.method,
-                        rtol=spec.rtol,
-                        atol=spec.atol,
-                        step_size=spec.step_size,
-                        max_steps=spec.max_steps,
+                        st.method,
+                        rtol=st.rtol,
+                        atol=st.atol,
+                        opts=b_opts,
                         stats=bstats,
                         t_dtype=t.dtype,
                         h0=h0,
-                        norm_sizes=norm_sizes,
                     )
                 except ODEError as exc:  # say that it was the backward solve
                     raise type(exc)(f"adjoint backward pass: {exc}") from exc
@@ -182,6 +222,8 @@ class _OdeintAdjoint(torch.autograd.Function):
                 bstats.nfe += 1
                 grad_t[0] = -torch.dot(f0, a).to(t.dtype)
             grad_y0 = a + grad_ys[0]
+            if want_t and spec.event_t is not None:
+                grad_t[1:] = 0  # t[1] only bounded the event search; the event time is constant
         st = spec.stats
         st.nfe_backward = (st.nfe_backward or 0) + bstats.nfe
         st.accepted_backward = (st.accepted_backward or 0) + bstats.accepted
@@ -203,14 +245,15 @@ def odeint_adjoint_flat(
     *,
     rtol: float,
     atol: float,
-    step_size: float | None,
-    max_steps: int,
+    opts: StepOptions,
     stats: ODEStats,
     params: Sequence[Tensor],
     norm_sizes: Sequence[int],
+    settings: AdjointSettings,
     f0: Tensor | None = None,
-) -> Tensor:
-    """Adjoint-differentiable solve of a flat state; returns (T, N) outputs.
+    event: EventFunc | None = None,
+) -> tuple[Tensor, float | None]:
+    """Adjoint-differentiable solve of a flat state; returns (T, N) outputs and the event time.
 
     Args:
         func: flat vector field ``(t 0-dim, y (N,)) -> (N,)`` that uses ``params``.
@@ -220,10 +263,14 @@ def odeint_adjoint_flat(
         params: tensors (requiring grad) that ``func`` depends on; receive ``dL/dw``.
         norm_sizes: segment sizes of the state for the mixed error norm.
         f0: ``func(t[0], y0)`` if already computed (saves one evaluation).
+        settings: the backward solve's method, tolerances and options.
+        event: terminal event function (then T = 2 and the outputs are y at (t0, event time);
+            the backward solve treats the event time as a constant).
         Other arguments as in :func:`latentatlas.ode.solvers.integrate`.
     """
     spec = _Spec(
-        func, list(params), [float(x) for x in times], method, rtol, atol, step_size, max_steps,
-        stats, list(norm_sizes), f0,
+        func, list(params), [float(x) for x in times], method, rtol, atol, opts,
+        stats, list(norm_sizes), f0, settings, event,
     )
-    return _OdeintAdjoint.apply(spec, t, y0, *params)
+    ys = _OdeintAdjoint.apply(spec, t, y0, *params)
+    return ys, spec.event_t
