@@ -206,8 +206,8 @@ def write_images_report(directory: str | os.PathLike, atlas: Any, images: np.nda
 
     if images is not None:
         g0, g1 = images.shape[:2]
-        step = max(1, g0 // 12)
-        sub = images[::step, ::step]
+        step = max(1, math.ceil(max(g0, g1) / 12))  # at most 12 x 12 thumbnails
+        sub = np.asarray(images[::step, ::step])
         fig, axes = _figure(sub.shape[1], sub.shape[0], (0.6 * sub.shape[0], 0.6 * sub.shape[1]))
         for i in range(sub.shape[0]):
             for j in range(sub.shape[1]):
