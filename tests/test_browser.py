@@ -13,9 +13,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from test_report import fisher_rao, gaussian_run, path_run, plane_run
 
 from latentatlas.report.atlas import write_report
+from test_report import fisher_rao, gaussian_run, path_run, plane_run
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
