@@ -209,17 +209,20 @@ class FlowPosterior(PosteriorMap, Configurable, nn.Module):
         seed: int = 0,
         batch_size: int = 1024,
         progress: bool = True,
+        average: str = "log",
     ) -> np.ndarray:
         """Posterior maps on a grid (the fitted one, or ``axis0``, ``axis1`` if given).
 
         As :meth:`PosteriorMap.posteriors`: (P, S, *sample_shape) -> (P, G0, G1) float64, each
         map the flow density at the grid points normalised over the grid, averaged over
-        ``repeats`` bundles of ``bundle`` samples per point.
+        ``repeats`` bundles of ``bundle`` samples per point (``average="log"``: normalised
+        geometric mean, the default; ``"probability"``: mixture).
         """
         if (axis0 is None) != (axis1 is None):
             raise ValueError("axis0, axis1: pass both grid axes or neither")
         if axis0 is None:
-            return super().posteriors(samples, bundle, repeats, seed, batch_size, progress)
+            return super().posteriors(samples, bundle, repeats, seed, batch_size, progress,
+                                      average)
         if self.dim != 2:
             raise ValueError(f"axis0, axis1: a 2-D grid needs dim=2, the model has dim={self.dim}")
         a0, a1 = B.check_axes(axis0, axis1)
@@ -228,7 +231,8 @@ class FlowPosterior(PosteriorMap, Configurable, nn.Module):
         try:
             self.axis0 = torch.as_tensor(a0, dtype=w.dtype, device=w.device)
             self.axis1 = torch.as_tensor(a1, dtype=w.dtype, device=w.device)
-            return super().posteriors(samples, bundle, repeats, seed, batch_size, progress)
+            return super().posteriors(samples, bundle, repeats, seed, batch_size, progress,
+                                      average)
         finally:
             self.axis0, self.axis1 = saved
 

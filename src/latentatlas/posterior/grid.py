@@ -52,6 +52,14 @@ def as_torch_samples(array: np.ndarray, dtype: torch.dtype) -> Tensor:
     return t if not t.is_floating_point() else t.to(dtype)
 
 
+def _log_mean(logp: np.ndarray) -> np.ndarray:
+    """Normalised geometric mean over axis 1: (P, R, G) log-probabilities -> (P, G) probabilities."""
+    mean = logp.mean(axis=1)
+    mean -= mean.max(axis=1, keepdims=True)
+    prob = np.exp(mean)
+    return prob / prob.sum(axis=1, keepdims=True)
+
+
 class PosteriorMap:
     """Mixin for estimators whose output is a posterior over a 2-D parameter grid.
 
@@ -166,11 +174,13 @@ class PosteriorMap:
         seed: int = 0,
         batch_size: int = 1024,
         progress: bool = True,
+        average: str = "log",
     ) -> np.ndarray:
         """Estimated posterior maps of every grid point, averaged over random bundles.
 
         For each grid point p, ``repeats`` bundles of ``bundle`` distinct samples are drawn from
-        point p only; their estimated posteriors over the grid are averaged (in probability).
+        point p only (``choose_distinct(default_rng([seed, p]), repeats, S, bundle)``) and their
+        estimated posteriors over the grid are averaged.
 
         Args:
             samples: (P, S, *sample_shape) numpy or zarr array (read point chunk by point chunk,
@@ -181,21 +191,39 @@ class PosteriorMap:
             seed: point p's bundles depend only on ``(seed, p)``.
             batch_size: bundles per forward pass.
             progress: tqdm progress bar.
+            average: ``"log"`` (default): the normalised geometric mean of the R posteriors
+                (mean of the log-posteriors, then softmax over the grid) -- the average the
+                potential fit's model posterior is built with; ``"probability"``: the mixture
+                (arithmetic mean of the R probability maps).
 
         Returns:
             (P, G0, G1) float64; each map sums to 1.
         """
+        if average not in ("log", "probability"):
+            raise ValueError(f"average: expected 'log' or 'probability', got {average!r}")
         self._require_fit()
         p_all = B.check_samples(samples, None, self.sample_shape)[0]
         g0, g1 = self.grid_shape
         out = np.empty((p_all, g0, g1), dtype=np.float64)
         repeats_ = _pos_int(repeats, "repeats")
         chunk = max(1, batch_size // repeats_)
-        for p0, p1, x in self._point_bundles(samples, bundle, repeats, seed, chunk, progress,
-                                             "posteriors"):
-            probs = self.predict(x, batch_size)  # (c * R, G0, G1) float64
-            out[p0:p1] = probs.reshape(p1 - p0, repeats_, g0, g1).mean(axis=1)
-        return out / out.sum(axis=(1, 2), keepdims=True)
+        blocks = self._point_bundles(samples, bundle, repeats, seed, chunk, progress, "posteriors")
+        if average == "probability":
+            for p0, p1, x in blocks:
+                probs = self.predict(x, batch_size)  # (c * R, G0, G1) float64
+                out[p0:p1] = probs.reshape(p1 - p0, repeats_, g0, g1).mean(axis=1)
+            return out / out.sum(axis=(1, 2), keepdims=True)
+        was_training = getattr(self, "training", False)
+        self.eval()  # type: ignore[attr-defined]
+        try:
+            for p0, p1, x in blocks:
+                with torch.no_grad():  # (c * R, G0 * G1) log-probabilities
+                    logp = self.log_posterior(torch.as_tensor(x)).double().cpu().numpy()
+                out[p0:p1] = _log_mean(logp.reshape(p1 - p0, repeats_, g0 * g1)).reshape(
+                    p1 - p0, g0, g1)
+        finally:
+            self.train(was_training)  # type: ignore[attr-defined]
+        return out
 
     def posterior_means(
         self, samples: Any, bundle: int, repeats: int = 8, seed: int = 0, batch_size: int = 1024,
