@@ -590,7 +590,7 @@
     }
     const layout = { margin: { l: 70, r: 10, t: 20, b: 40 }, hovermode: "x", showlegend: true,
       legend: { orientation: "h", y: -0.12 },
-      xaxis: { title: { text: "s (position along the path)" }, anchor: "y" },
+      xaxis: { title: { text: "s (position along the path)" }, anchor: "y3" },
       yaxis: { title: { text: "g(s)" }, type: "log", domain: [0.68, 1] },
       yaxis2: { title: { text: "distance" }, domain: [0.35, 0.64] },
       yaxis3: { title: { text: "potential" }, domain: [0, 0.31] },
