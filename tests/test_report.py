@@ -17,6 +17,7 @@ import re
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -294,6 +295,26 @@ def test_plane_run_report(tmp_path):
     # a smaller cap for large generators
     payload = page_payload(write_page(run, thumbnail=16))
     assert payload["images"]["tile"] == [16, 13]  # factor 6: 96 // 6, 80 // 6
+
+
+def test_images_report_as_planes_analyze_calls_it(tmp_path):
+    """``planes.analyze`` draws images.html from in-memory arrays; the interactive page comes
+    with it (from the run folder's atlas.npz and images.npy)."""
+    from latentatlas.report.images import write_images_report
+
+    run = plane_run(tmp_path, g=8, image_shape=(8, 8))
+    with np.load(run / "planes.npz") as data:
+        arrays = {k: data[k] for k in data.files}
+    with np.load(run / "atlas.npz") as data:
+        atlas = SimpleNamespace(axis0=data["axis0"], axis1=data["axis1"], labels=data["labels"],
+                                bounds=((-1.0, 1.0), (0.5, 2.0)))
+    path = write_images_report(run, atlas=atlas, images=np.load(run / "images.npy"),
+                               scalars=json.loads((run / "planes.json").read_text()),
+                               arrays=arrays)
+    assert path == run / "report" / "images.html"
+    payload = page_payload(run / "report" / "index.html")
+    assert payload["kind"] == "plane" and payload["images"]["tile"] == [8, 8]
+    assert "href='images.html'" in (run / "report" / "index.html").read_text()
 
 
 def test_plane_greyscale_thumbnails_dark_on_light(tmp_path):

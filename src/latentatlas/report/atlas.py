@@ -30,6 +30,7 @@ __all__ = [
     "plot_metric",
     "plot_path_analysis",
     "plot_phases",
+    "write_index",
     "write_report",
 ]
 
@@ -286,14 +287,29 @@ def write_report(run_dir: str | os.PathLike, thumbnail: int | None = None) -> Pa
         thumbnail = interactive.THUMBNAIL
     if isinstance(thumbnail, bool) or not isinstance(thumbnail, int) or thumbnail < 1:
         raise ValueError(f"thumbnail: expected a positive int (pixels), got {thumbnail!r}")
-    kind = interactive.run_kind(run_dir)
+    if interactive.run_kind(run_dir) == "plane":
+        _write_plane_page(run_dir)
+    return write_index(run_dir, thumbnail)
+
+
+def write_index(run_dir: str | os.PathLike, thumbnail: int | None = None) -> Path:
+    """``run_dir/report/index.html`` and its static PNGs only (what :func:`write_report` does
+    except redrawing a plane's ``images.html``, which the page links to when it exists).
+
+    Returns:
+        Path of ``index.html``.
+    """
+    from . import interactive
+
+    run_dir = Path(run_dir)
+    thumbnail = interactive.THUMBNAIL if thumbnail is None else thumbnail
     out = run_dir / "report"
     out.mkdir(parents=True, exist_ok=True)
-    if kind == "path":
+    if interactive.run_kind(run_dir) == "path":
         figures, extra = _path_figures(run_dir, out)
     else:
         figures, extra = _atlas_figures(run_dir, out)
-        if kind == "plane" and _write_plane_page(run_dir) is not None:
+        if (out / "images.html").is_file():
             extra = ("<h2>Latent-plane analyses</h2><p><a href='images.html'>images.html</a>: "
                      "phase maps against metric ridges, image strips, zoom series, Lipschitz "
                      "profiles, path and noise analyses (static figures).</p>" + extra)
@@ -458,4 +474,4 @@ def _write_plane_page(run_dir: Path) -> Path | None:
         run_dir / "images.npy").is_file() else None
     fields = _PlaneFields(np.asarray(atlas["axis0"], np.float64),
                           np.asarray(atlas["axis1"], np.float64), labels)
-    return write_images_report(run_dir, fields, images, scalars, arrays)
+    return write_images_report(run_dir, fields, images, scalars, arrays, page=False)

@@ -179,14 +179,18 @@ def _save(fig: Any, path: Path) -> str:
 
 
 def write_images_report(directory: str | os.PathLike, atlas: Any, images: np.ndarray | None,
-                        scalars: Mapping[str, Any], arrays: Mapping[str, np.ndarray]) -> Path:
+                        scalars: Mapping[str, Any], arrays: Mapping[str, np.ndarray],
+                        page: bool = True) -> Path:
     """Draw every latent-plane figure into ``directory/report/`` and write ``images.html``.
 
     Args:
         directory: the run folder.
-        atlas: the plane's :class:`~latentatlas.atlas.Atlas` (labels set).
+        atlas: the plane's :class:`~latentatlas.atlas.Atlas` (labels set), or anything with
+            ``axis0``, ``axis1``, ``labels`` and ``bounds``.
         images: (G0, G1, *shape) grid images (a thinned montage is drawn) or None.
         scalars, arrays: what :func:`latentatlas.planes.analyze` computed.
+        page: also (re)write the interactive ``report/index.html`` from the run folder's files
+            when ``directory/atlas.npz`` exists (:func:`latentatlas.report.atlas.write_index`).
 
     Returns:
         The path of ``images.html``.
@@ -264,12 +268,18 @@ def write_images_report(directory: str | os.PathLike, atlas: Any, images: np.nda
                       html.escape(json.dumps(eta))))
 
     body = [f"<h2>{html.escape(t)}</h2><img src='{png}'><p>{cap}</p>" for t, png, cap in parts]
-    page = ("<!doctype html><html><head><meta charset='utf-8'><title>latent plane</title></head>"
-            "<body><h1>Latent plane of an image generator</h1>"
-            f"<p>images/second of generation: {scalars.get('images_per_second', math.nan):.0f}; "
-            f"kernel tau {scalars.get('tau', math.nan):.4g}</p>" + "".join(body)
-            + "<h2>All numbers</h2><pre>" + html.escape(json.dumps(scalars, indent=1)) + "</pre>"
-            "</body></html>")
+    html_page = (
+        "<!doctype html><html><head><meta charset='utf-8'><title>latent plane</title></head>"
+        "<body><h1>Latent plane of an image generator</h1><p><a href='index.html'>interactive "
+        "atlas</a></p>"
+        f"<p>images/second of generation: {scalars.get('images_per_second', math.nan):.0f}; "
+        f"kernel tau {scalars.get('tau', math.nan):.4g}</p>" + "".join(body)
+        + "<h2>All numbers</h2><pre>" + html.escape(json.dumps(scalars, indent=1)) + "</pre>"
+        "</body></html>")
     path = rep / "images.html"
-    path.write_text(page)
+    path.write_text(html_page)
+    if page and (Path(directory) / "atlas.npz").is_file():
+        from .atlas import write_index
+
+        write_index(directory)
     return path
