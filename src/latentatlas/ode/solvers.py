@@ -410,8 +410,9 @@ class _Solver:
         """State at the located event time (differentiable w.r.t. everything but the time)."""
         t_star = self._locate_event(t, h, rc)
         self.event_t = t_star
-        theta = (t_star - t) / h
-        return _interp(rc, theta)
+        if self.grad and tt is not None:  # t* is a constant; y(t*) depends on t0 through tt
+            return _interp(rc, (self._time(t_star) - tt) / hh)
+        return _interp(rc, (t_star - t) / h)
 
     # -- drivers ----------------------------------------------------------------------------------
     def run(self, y0: Tensor, f0: Tensor | None = None, h0: float | None = None) -> list[Tensor]:
