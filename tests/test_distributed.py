@@ -8,7 +8,9 @@ import os
 import subprocess
 import sys
 import textwrap
+import types
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -113,23 +115,19 @@ def test_generate_arguments(tmp_path):
 
 _SCRIPT = textwrap.dedent('''
     import json, sys
-    import numpy as np
     import torch
     from latentatlas import distributed as D
+    from latentatlas.training import DataParallel
     torch.set_num_threads(1)
     rank, world = D.init_from_env()
     assert world == 2, world
-    out = {}
     sys.path.insert(0, sys.argv[2])
-    from ddp_problems import grid_problem, mlp_problem
-    model, loss_fn, data, kw = mlp_problem()
-    h = D.train_ddp(model, loss_fn, data, **kw)
-    out["mlp"] = {"loss": h.loss, "val": h.val_loss,
-                  "params": [p.detach().reshape(-1).tolist() for p in model.parameters()]}
-    post, args, kw = grid_problem()
-    h = D.fit_ddp(post, *args, **kw)
-    out["grid"] = {"loss": h.loss, "val": h.val_loss,
-                   "params": [p.detach().reshape(-1).tolist() for p in post.parameters()]}
+    import ddp_problems as P
+    out = {}
+    for name in P.NAMES:
+        model, history = P.run(name, DataParallel())
+        out[name] = {"loss": history.loss, "val": history.val_loss,
+                     "params": [p.detach().reshape(-1).tolist() for p in model.parameters()]}
     with open(f"{sys.argv[1]}/rank{rank}.json", "w") as f:
         json.dump(out, f)
 ''')
@@ -139,76 +137,164 @@ _PROBLEMS = textwrap.dedent('''
     import torch
     from torch import nn
     import latentatlas as la
+    from latentatlas import distributed as D
+    from latentatlas.training import train
 
-    def mlp_problem():
-        """Noisy regression, float64, global batch 31 (shares of 15 and 16 samples: the unequal
-        case of the gradient weighting)."""
-        torch.manual_seed(0)
-        rng = np.random.default_rng(0)
-        x = torch.as_tensor(rng.standard_normal((256, 3)))
-        y = torch.sin(x.sum(1, keepdim=True)) + 0.1 * torch.as_tensor(rng.standard_normal((256, 1)))
-        model = nn.Sequential(nn.Linear(3, 16), nn.Tanh(), nn.Linear(16, 1)).double()
-        loss_fn = lambda a, b: ((model(a) - b) ** 2).mean()
-        kw = dict(steps=40, batch_size=31, lr=1e-2, val_every=10, progress=False, seed=1)
-        return model, loss_fn, (x, y), kw
+    NAMES = ["mlp", "grid", "flow", "potential", "mlp_potential", "classifier"]
+    AXIS = np.linspace(-1.0, 1.0, 5)
 
-    def grid_problem():
-        """GridPosterior (float64) on x ~ N(t, I) over a 5 x 5 grid: the posterior estimator."""
-        torch.manual_seed(0)
-        axis = np.linspace(-1.0, 1.0, 5)
+    def _gaussian_samples(n=20):
         rng = np.random.default_rng(1)
-        t = np.stack(np.meshgrid(axis, axis, indexing="ij"), -1).reshape(-1, 2)
-        x = t[:, None, :] + rng.standard_normal((25, 20, 2))
-        post = la.posterior.GridPosterior((2,), (5, 5), embed=8, hidden=16).double()
-        kw = dict(bundle=2, steps=30, batch_size=32, lr=3e-3, val_every=10, progress=False,
-                  seed=2)
-        return post, (x, axis, axis), kw
+        t = np.stack(np.meshgrid(AXIS, AXIS, indexing="ij"), -1).reshape(-1, 2)
+        return t[:, None, :] + rng.standard_normal((25, n, 2))
+
+    def _bregman_posteriors(k=4.0):
+        t = np.stack(np.meshgrid(AXIS, AXIS, indexing="ij"), -1).reshape(-1, 2)
+        lp = -0.5 * k * ((t[:, None] - t[None]) ** 2).sum(-1)
+        p = np.exp(lp - lp.max(1, keepdims=True))
+        return (p / p.sum(1, keepdims=True)).reshape(25, 5, 5)
+
+    def run(name, strategy):
+        # Train problem `name` with `strategy`: returns (model, History).
+        torch.manual_seed(0)
+        if name == "mlp":
+            # noisy regression, float64, global batch 31 (shares of 15 and 16 samples: the
+            # unequal case of the gradient weighting); through the train_ddp shorthand
+            rng = np.random.default_rng(0)
+            x = torch.as_tensor(rng.standard_normal((256, 3)))
+            y = torch.sin(x.sum(1, keepdim=True)) + 0.1 * torch.as_tensor(
+                rng.standard_normal((256, 1)))
+            model = nn.Sequential(nn.Linear(3, 16), nn.Tanh(), nn.Linear(16, 1)).double()
+            kw = dict(steps=40, batch_size=31, lr=1e-2, val_every=10, progress=False, seed=1)
+            loss_fn = lambda a, b: ((model(a) - b) ** 2).mean()
+            if isinstance(strategy, la.training.DataParallel):
+                return model, D.train_ddp(model, loss_fn, (x, y), **kw)
+            return model, train(model, loss_fn, (x, y), strategy=strategy, **kw)
+        if name == "grid":  # the posterior estimator, float64, on x ~ N(t, I) over a 5 x 5 grid
+            post = la.posterior.GridPosterior((2,), (5, 5), embed=8, hidden=16).double()
+            post.fit(_gaussian_samples(), AXIS, AXIS, bundle=2, steps=30, batch_size=32, lr=3e-3,
+                     val_every=10, progress=False, seed=2, strategy=strategy)
+            return post, post.history_
+        if name == "flow":  # the flow posterior, float64; through fit_ddp for DataParallel
+            post = la.posterior.FlowPosterior((2,), dim=2, embed=4,
+                                              flow_options={"transforms": 1, "hidden": (8,)})
+            post = post.double()
+            kw = dict(bundle=2, steps=20, batch_size=32, lr=3e-3, val_every=10, progress=False,
+                      seed=3)
+            if isinstance(strategy, la.training.DataParallel):
+                assert D.fit_ddp(post, _gaussian_samples(), AXIS, AXIS, **kw) is post
+            else:
+                post.fit(_gaussian_samples(), AXIS, AXIS, strategy=strategy, **kw)
+            return post, post.history_
+        if name == "potential":  # the convex potential, float64, 24 points a batch (12 + 12)
+            return la.geometry.fit_potential(
+                _bregman_posteriors(), AXIS, AXIS, bundle=4, steps=30, batch_points=24,
+                lr=1e-2, progress=False, seed=4, dtype=torch.float64, strategy=strategy)
+        if name == "mlp_potential":  # without the (random) convexity penalty: deterministic
+            return la.geometry.fit_mlp_potential(
+                _bregman_posteriors(), AXIS, AXIS, bundle=4, steps=20, batch_points=24,
+                hidden=(16,), convexity_weight=0.0, lr=1e-2, progress=False, seed=5,
+                dtype=torch.float64, strategy=strategy)
+        if name == "classifier":  # random augmentation per share: ranks in sync only
+            from latentatlas.features.classifier import Classifier
+            model = Classifier.train_new(progress=False, steps=4, strategy=strategy)
+            return model, model.history_
+        raise ValueError(name)
 ''')
 
+# fits whose data-parallel run equals the single-process run on the same global batch
+_EQUIVALENT = ("mlp", "grid", "flow", "potential", "mlp_potential")
 
-@pytest.mark.slow
-def test_ddp_two_processes_match_one(tmp_path):
+
+def _problems() -> Any:
+    """The problems above as a module (also imported by the torchrun script)."""
+    module = types.ModuleType("ddp_problems")
+    exec(compile(_PROBLEMS, "ddp_problems.py", "exec"), module.__dict__)
+    return module
+
+
+@pytest.fixture(scope="module")
+def ddp_runs(tmp_path_factory):
+    tmp_path = tmp_path_factory.mktemp("ddp")
     (tmp_path / "ddp_problems.py").write_text(_PROBLEMS)
     (tmp_path / "script.py").write_text(_SCRIPT)
     env = dict(os.environ, OMP_NUM_THREADS="1")
     proc = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
          str(tmp_path / "script.py"), str(tmp_path), str(tmp_path)],
-        env=env, capture_output=True, text=True, timeout=600,
+        env=env, capture_output=True, text=True, timeout=900,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
+    return [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
 
-    # the same problems in one process, global batch unchanged, plain train / fit
-    sys.path.insert(0, str(tmp_path))
-    try:
-        import ddp_problems as P
-    finally:
-        sys.path.remove(str(tmp_path))
-    from latentatlas.flows.training import train
 
-    model, loss_fn, data, kw = P.mlp_problem()
-    h_mlp = train(model, loss_fn, data, **kw)
-    post, args, kw = P.grid_problem()
-    h_grid = post.fit(*args, **kw)
-    single = {
-        "mlp": (h_mlp, [p.detach().reshape(-1) for p in model.parameters()]),
-        "grid": (h_grid, [p.detach().reshape(-1) for p in post.parameters()]),
-    }
-    for name, (h, params) in single.items():
-        for r in ranks:
-            got = r[name]
-            # float64: the two runs differ only in summation order (shard means combined by an
-            # all-reduce vs one mean), ~1e-16 relative per step; 30-40 Adam steps amplify this by
-            # far less than 1e6, while any sharding/averaging error (wrong shard, sum instead of
-            # mean, unsynced ranks) changes the curve at the 1e-3 level.
-            np.testing.assert_allclose(got["loss"], h.loss, rtol=1e-9)
-            np.testing.assert_allclose(got["val"], h.val_loss, rtol=1e-9)
-            for a, b in zip(got["params"], params):
-                np.testing.assert_allclose(a, b.numpy(), rtol=0, atol=1e-9)
-        assert len(h.loss) >= 3 and h.loss[-1] < h.loss[0]  # it trained
-        # both ranks hold the same model, bit for bit (DDP all-reduced gradients)
-        assert ranks[0][name]["params"] == ranks[1][name]["params"]
+@pytest.mark.slow
+@pytest.mark.parametrize("name", _EQUIVALENT)
+def test_ddp_two_processes_match_one(ddp_runs, name):
+    model, h = _problems().run(name, la.training.SingleProcess())  # one process, same batch
+    params = [p.detach().reshape(-1).numpy() for p in model.parameters()]
+    for r in ddp_runs:
+        got = r[name]
+        # float64: the two runs differ only in summation order (shard means combined by an
+        # all-reduce vs one mean), ~1e-16 relative per step; 20-40 Adam steps amplify this by
+        # far less than 1e6, while any sharding/averaging error (wrong shard, sum instead of
+        # mean, unsynced ranks, a fit that ignores its strategy) changes the curve at the 1e-3
+        # level.
+        np.testing.assert_allclose(got["loss"], h.loss, rtol=1e-9)
+        np.testing.assert_allclose(got["val"], h.val_loss, rtol=1e-9)
+        for a, b in zip(got["params"], params):
+            assert np.linalg.norm(np.asarray(a) - b) <= 1e-6 * np.linalg.norm(b)
+            np.testing.assert_allclose(a, b, rtol=0, atol=1e-9)
+    assert len(h.loss) >= 2 and h.loss[-1] < h.loss[0]  # it trained
+    # both ranks hold the same model, bit for bit (DDP all-reduced gradients)
+    assert ddp_runs[0][name]["params"] == ddp_runs[1][name]["params"]
+
+
+@pytest.mark.slow
+def test_ddp_classifier_ranks_stay_in_sync(ddp_runs):
+    # losses are global means and the weights stay identical (the augmentation noise is drawn
+    # per share, so the run is not the single-process one)
+    assert ddp_runs[0]["classifier"] == ddp_runs[1]["classifier"]
+
+
+class _Spy(la.training.SingleProcess):
+    """SingleProcess that counts the training runs it prepares."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def prepare(self, model, loss_fn):
+        self.calls += 1
+        return super().prepare(model, loss_fn)
+
+
+def test_every_fit_passes_its_strategy_to_the_loop():
+    """Each fit hands ``strategy`` to ``train`` (no module attribute patching)."""
+    from latentatlas.features.classifier import Classifier
+    from latentatlas.generators.digits import Digits
+
+    P = _problems()
+    for name in ("mlp", "grid", "flow", "potential", "mlp_potential"):
+        spy = _Spy()
+        P.run(name, spy)
+        assert spy.calls == 1, name
+    spy = _Spy()
+    model = Classifier.train_new(progress=False, steps=2, strategy=spy)
+    assert spy.calls == 1 and model.history_.steps_done == 2
+    spy = _Spy()
+    Digits.train_new(progress=False, steps=2, strategy=spy)
+    assert spy.calls == 1
+    # a default_strategy block: calls without strategy= use it; the deprecated
+    # distributed_training() block is such a block with DataParallel
+    spy = _Spy()
+    with la.training.default_strategy(spy):
+        P.run("potential", None)
+    assert spy.calls == 1
+    with pytest.warns(DeprecationWarning, match="strategy=la.training.DataParallel"):
+        with D.distributed_training() as strategy:
+            assert isinstance(strategy, la.training.DataParallel)
+    with pytest.raises(ValueError, match="strategy: expected None, SingleProcess"):
+        P.run("potential", "ddp")
 
 
 def test_train_ddp_without_process_group_is_train():
@@ -219,7 +305,7 @@ def test_train_ddp_without_process_group_is_train():
     h = D.train_ddp(model, lambda a, b: ((model(a) - b) ** 2).mean(), (x, y), steps=20,
                     batch_size=16, progress=False, val_fraction=0.0)
     model.load_state_dict(state)
-    h2 = la.flows.training.train(model, lambda a, b: ((model(a) - b) ** 2).mean(), (x, y),
+    h2 = la.training.train(model, lambda a, b: ((model(a) - b) ** 2).mean(), (x, y),
                                  steps=20, batch_size=16, progress=False, val_fraction=0.0)
     assert h.loss == h2.loss
     assert not D.is_distributed() and D.init_from_env() == (0, 1)

@@ -29,9 +29,10 @@ def trained():
     x = (params[:, None, :] + rng.standard_normal((len(params), S, 2))).astype(np.float32)
     model = la.posterior.FlowPosterior((2,), dim=2, embed=16, flow="nsf",
                                        flow_options={"transforms": 2, "hidden": (32, 32)})
-    history = model.fit(x, AXIS, AXIS, bundle=K, steps=600, batch_size=128, lr=2e-3,
-                        progress=False, seed=0)
-    return model, x, history
+    fitted = model.fit(x, AXIS, AXIS, bundle=K, steps=600, batch_size=128, lr=2e-3,
+                       progress=False, seed=0)
+    assert fitted is model  # fit returns self, the History is in history_
+    return model, x, model.history_
 
 
 def _test_bundles(n: int = 200) -> np.ndarray:

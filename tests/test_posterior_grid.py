@@ -57,9 +57,10 @@ def trained():
     torch.manual_seed(0)
     x = _family()
     model = la.posterior.GridPosterior((M,), (G, G), embed=32, hidden=64)
-    history = model.fit(x, AXIS, AXIS, bundle=K, sigma=SIGMA, steps=800, batch_size=128, lr=3e-3,
-                        progress=False, seed=0)
-    return model, x, history
+    fitted = model.fit(x, AXIS, AXIS, bundle=K, sigma=SIGMA, steps=800, batch_size=128, lr=3e-3,
+                       progress=False, seed=0)
+    assert fitted is model  # fit returns self, the History is in history_
+    return model, x, model.history_
 
 
 def test_matches_exact_smoothed_posterior(trained):

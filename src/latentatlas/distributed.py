@@ -11,13 +11,15 @@ Generation (:func:`generate`)
     resubmitted once. The store's directory must be visible to every node under the same path
     (a shared filesystem) and latentatlas must be installed on every node.
 
-Training (:func:`train_ddp`, :func:`distributed_training`, :func:`fit_ddp`)
-    Data-parallel training with ``torch.nn.parallel.DistributedDataParallel`` when
-    ``torch.distributed`` is initialised (e.g. under ``torchrun``; :func:`init_from_env`). Every
+Training (:func:`init_from_env`, :func:`train_ddp`, :func:`fit_ddp`)
+    Data parallelism is a strategy of the one training loop: every fit takes
+    ``strategy=la.training.DataParallel()`` (``torch.nn.parallel.DistributedDataParallel`` when
+    ``torch.distributed`` is initialised, e.g. under ``torchrun``; :func:`init_from_env`). Every
     rank holds the full training set and draws the same global minibatch (same seed); rank r
     computes the loss on its contiguous share and DDP averages the gradients, so each step equals
-    the single-process step on the global batch up to floating-point summation order. Any of the
-    package's estimators trains this way inside ``with distributed_training():``.
+    the single-process step on the global batch up to floating-point summation order.
+    :func:`train_ddp` and :func:`fit_ddp` are shorthands; ``distributed_training()`` is a
+    deprecated block that sets the default strategy.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ import logging
 import math
 import os
 import time
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -35,8 +38,10 @@ import torch
 from torch import Tensor, nn
 
 from .store import SampleStore
+from .training import DataParallel, History, default_strategy, is_distributed, train
 
 __all__ = [
+    "DataParallel",
     "distributed_training",
     "fit_ddp",
     "generate",
@@ -235,12 +240,6 @@ def _generate_ray(ray: Any, store: SampleStore, source: Any, workers: int | None
 # --------------------------------------------------------------------------------------------------
 
 
-def is_distributed() -> bool:
-    """Whether ``torch.distributed`` is initialised with more than one process."""
-    dist = torch.distributed
-    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
-
-
 def init_from_env(backend: str | None = None) -> tuple[int, int]:
     """Initialise ``torch.distributed`` from torchrun's environment (``RANK``, ``WORLD_SIZE``,
     ``MASTER_ADDR``, ``MASTER_PORT``, ``LOCAL_RANK``) if it is not initialised yet.
@@ -264,55 +263,6 @@ def init_from_env(backend: str | None = None) -> tuple[int, int]:
     return dist.get_rank(), dist.get_world_size()
 
 
-class _LossModule(nn.Module):
-    """Routes ``loss_fn(*batch)`` through ``forward`` so that DDP sees (and syncs) the gradients."""
-
-    def __init__(self, model: nn.Module, loss_fn: Callable[..., Tensor]) -> None:
-        super().__init__()
-        self.model = model
-        self.loss_fn = loss_fn
-
-    def forward(self, *batch: Tensor) -> Tensor:
-        return self.loss_fn(*batch)
-
-
-def _train_ddp(base_train: Callable[..., Any], model: nn.Module, loss_fn: Callable[..., Tensor],
-               data: Sequence[Tensor], ddp_options: dict[str, Any], **kwargs: Any) -> Any:
-    if not is_distributed():
-        return base_train(model, loss_fn, data, **kwargs)
-    from torch.nn.parallel import DistributedDataParallel
-
-    dist = torch.distributed
-    rank, world = dist.get_rank(), dist.get_world_size()
-    anchor = next(model.parameters())
-    device_ids = [anchor.device] if anchor.device.type == "cuda" else None
-    ddp = DistributedDataParallel(_LossModule(model, loss_fn), device_ids=device_ids,
-                                  **ddp_options)
-
-    def sharded(*batch: Tensor) -> Tensor:
-        if not torch.is_grad_enabled():  # validation: every rank evaluates the whole batch
-            return loss_fn(*batch)
-        n = batch[0].shape[0]
-        if n < world:
-            raise ValueError(f"batch_size: expected at least one sample per process ({world} "
-                             f"processes), got a batch of {n}")
-        lo, hi = rank * n // world, (rank + 1) * n // world
-        local = ddp(*(t[lo:hi] for t in batch))
-        # DDP averages gradients over ranks; weight the shares so the result is the gradient of
-        # the global mean even for unequal shares (the factor is exactly 1 for equal shares)
-        scaled = local * ((hi - lo) * world / n) if (hi - lo) * world != n else local
-        total = (local.detach() * (hi - lo)).reshape(1)
-        dist.all_reduce(total)
-        return scaled + (total[0] / n - scaled.detach())  # value: global mean; gradient: local
-
-    if kwargs.get("checkpoint") is not None and rank > 0:
-        path = Path(kwargs["checkpoint"])
-        kwargs["checkpoint"] = path.with_name(f"{path.name}.rank{rank}")
-    if rank > 0:
-        kwargs["progress"] = False
-    return base_train(model, sharded, data, **kwargs)
-
-
 def train_ddp(
     model: nn.Module,
     loss_fn: Callable[..., Tensor],
@@ -320,8 +270,8 @@ def train_ddp(
     *,
     find_unused_parameters: bool = False,
     **train_options: Any,
-) -> Any:
-    """:func:`latentatlas.flows.training.train` data-parallel over the ``torch.distributed`` group.
+) -> History:
+    """:func:`latentatlas.training.train` with ``strategy=DataParallel(find_unused_parameters)``.
 
     Call it in every process with the same arguments (same data, same seed). Without an initialised
     process group (or with one process) it is exactly ``train``.
@@ -338,42 +288,37 @@ def train_ddp(
     Returns:
         The ``History``; its losses are the global-batch means (identical on every rank).
     """
-    from .flows import training
-
-    return _train_ddp(training.train, model, loss_fn, data,
-                      {"find_unused_parameters": find_unused_parameters}, **train_options)
+    strategy = DataParallel(find_unused_parameters=find_unused_parameters)
+    return train(model, loss_fn, data, strategy=strategy, **train_options)
 
 
 @contextlib.contextmanager
-def distributed_training(find_unused_parameters: bool = False) -> Iterator[None]:
-    """Inside this block every call of ``latentatlas.flows.training.train`` (and so
-    ``GridPosterior.fit``, ``FlowPosterior.fit``, ``la.flows.fit``, ...) trains data-parallel
-    with DDP when ``torch.distributed`` is initialised. Not thread-safe (it swaps a module
-    attribute for the duration of the block)."""
-    from .flows import training
+def distributed_training(find_unused_parameters: bool = False) -> Iterator[DataParallel]:
+    """Deprecated: pass ``strategy=DataParallel()`` to the fit instead.
 
-    original = training.train
-
-    def patched(model: nn.Module, loss_fn: Callable[..., Tensor], data: Sequence[Tensor],
-                **kwargs: Any) -> Any:
-        return _train_ddp(original, model, loss_fn, data,
-                          {"find_unused_parameters": find_unused_parameters}, **kwargs)
-
-    training.train = patched
-    try:
-        yield
-    finally:
-        training.train = original
+    Within the block, training calls that do not pass a ``strategy`` use
+    ``DataParallel(find_unused_parameters)`` (:func:`latentatlas.training.default_strategy`; no
+    module attribute is patched, so every fit honours it however it imported ``train``).
+    """
+    warnings.warn("distributed_training() is deprecated: pass strategy=la.training.DataParallel() "
+                  "to the fit", DeprecationWarning, stacklevel=3)
+    with default_strategy(DataParallel(find_unused_parameters=find_unused_parameters)) as s:
+        yield s
 
 
 def fit_ddp(estimator: Any, *args: Any, **kwargs: Any) -> Any:
-    """``estimator.fit(*args, **kwargs)`` trained data-parallel (see :func:`distributed_training`).
+    """``estimator.fit(*args, strategy=DataParallel(), **kwargs)``: the fit trained data-parallel.
+
+    Returns what the fit returns (``self`` for the posterior estimators, whose ``history_``
+    attribute then holds the training :class:`~latentatlas.training.History`).
 
     Example (``torchrun --nproc_per_node 4 train_posterior.py``)::
 
         la.distributed.init_from_env()
         post = la.posterior.GridPosterior(...)
-        history = la.distributed.fit_ddp(post, samples, axis0, axis1, bundle=8, batch_size=512)
+        post.fit(samples, axis0, axis1, bundle=8, batch_size=512,
+                 strategy=la.training.DataParallel())
+        post.history_.loss  # global-batch means, identical on every rank
     """
-    with distributed_training():
-        return estimator.fit(*args, **kwargs)
+    kwargs.setdefault("strategy", DataParallel())
+    return estimator.fit(*args, **kwargs)

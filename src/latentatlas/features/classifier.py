@@ -14,6 +14,7 @@ from torch import Tensor, nn
 
 from ..cache import cached, data_hash
 from ..io import Configurable
+from ..training import Strategy, train
 
 __all__ = ["Classifier", "digits_dataset"]
 
@@ -106,10 +107,14 @@ class Classifier(Configurable, nn.Module):
         return self.logits(x).argmax(-1)
 
     @classmethod
-    def train_new(cls, progress: bool = True, steps: int | None = None, seed: int = 0) -> Classifier:
-        """Train a classifier on the training split of the digits (test split held out)."""
-        from ..flows.training import train
+    def train_new(cls, progress: bool = True, steps: int | None = None, seed: int = 0,
+                  strategy: Strategy | None = None) -> Classifier:
+        """Train a classifier on the training split of the digits (test split held out).
 
+        ``strategy``: ``la.training.SingleProcess()`` (default) or ``la.training.DataParallel()``
+        (DDP, the recipe's batch is the global batch; each process draws the augmentation of its
+        share, so the run is data-parallel but not bit-equivalent to one process). The training
+        ``History`` is in the returned model's ``history_``."""
         recipe = dict(_RECIPE, seed=seed) if steps is None else dict(_RECIPE, steps=steps, seed=seed)
         torch.manual_seed(recipe["seed"])
         model = cls()
@@ -125,10 +130,11 @@ class Classifier(Configurable, nn.Module):
                 xb = torch.roll(xb, shifts=shift, dims=(1, 2))
             return nn.functional.cross_entropy(model.logits(xb), yb)
 
-        train(
+        model.history_ = train(
             model, loss_fn, (x, y), names=("images", "labels"), steps=recipe["steps"],
             batch_size=recipe["batch_size"], lr=recipe["lr"], val_fraction=0.1, val_every=200,
             patience=None, progress=progress, seed=recipe["seed"], desc="digits classifier",
+            strategy=strategy,
         )
         return model
 

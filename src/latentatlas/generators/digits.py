@@ -24,8 +24,8 @@ from torch import Tensor, nn
 
 from ..cache import cached, data_hash
 from ..flows.matching import FlowMatching, ot_pairing
-from ..flows.training import train
 from ..io import Configurable
+from ..training import Strategy, train
 
 __all__ = ["Digits"]
 
@@ -146,9 +146,15 @@ class Digits(Configurable, nn.Module):
         return self.generate(z, eta=eta, seeds=seeds)
 
     @classmethod
-    def train_new(cls, progress: bool = True, steps: int | None = None, seed: int = 0) -> Digits:
+    def train_new(cls, progress: bool = True, steps: int | None = None, seed: int = 0,
+                  strategy: Strategy | None = None) -> Digits:
         """Train the generator on all 1797 digits (pixels rescaled to [-1, 1]) with ``_RECIPE``
-        (``steps`` overrides its step count; the cosine learning-rate schedule follows it)."""
+        (``steps`` overrides its step count; the cosine learning-rate schedule follows it).
+
+        ``strategy``: ``la.training.SingleProcess()`` (default) or ``la.training.DataParallel()``
+        (DDP, the recipe's batch is the global batch; each process draws the noise and times of
+        its share, so the run is data-parallel but not bit-equivalent to one process). The training
+        ``History`` is in the returned model's ``history_``."""
         from ..features.classifier import digits_dataset
 
         recipe = dict(_RECIPE, seed=seed, **({} if steps is None else {"steps": steps}))
@@ -173,11 +179,13 @@ class Digits(Configurable, nn.Module):
             v = flow.transform.field(t[:, 0], xt, None)
             return ((v - (x1 - x0)) ** 2).sum(-1).mean()
 
-        train(flow, loss_fn, (data,), names=("data",), steps=recipe["steps"],
-              batch_size=recipe["batch_size"], lr=recipe["lr"],
-              val_fraction=recipe["val_fraction"], val_every=500,
-              patience=None, progress=progress, seed=recipe["seed"], desc="digits generator",
-              ema=recipe["ema"])
+        model.history_ = train(
+            flow, loss_fn, (data,), names=("data",), steps=recipe["steps"],
+            batch_size=recipe["batch_size"], lr=recipe["lr"],
+            val_fraction=recipe["val_fraction"], val_every=500,
+            patience=None, progress=progress, seed=recipe["seed"], desc="digits generator",
+            ema=recipe["ema"], strategy=strategy,
+        )
         return model.eval()
 
     @classmethod

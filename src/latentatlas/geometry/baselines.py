@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..flows.training import History
+from ..training import History, Strategy
 from .potential import (
     PotentialBase,
     _axis,
@@ -132,12 +132,16 @@ def fit_mlp_potential(
     progress: bool = True,
     seed: int = 0,
     checkpoint: str | os.PathLike | None = None,
+    strategy: Strategy | None = None,
     **kwargs: Any,
 ) -> tuple[MLPPotential, History]:
     """The paper's baseline: an :class:`MLPPotential` fitted by :func:`fit_potential`.
 
     Same data, loss and initialisation as the convex potential, plus the midpoint-convexity
-    penalty with weight ``convexity_weight``. ``kwargs`` go to :func:`fit_potential`.
+    penalty with weight ``convexity_weight``. ``strategy`` (``la.training.DataParallel()`` for
+    DDP) and ``kwargs`` go to :func:`fit_potential`; with DataParallel each process draws the
+    random convexity pairs for its share of the batch, so the run is data-parallel but not
+    bit-equivalent to one process.
 
     Returns:
         ``(potential, history)``.
@@ -157,5 +161,5 @@ def fit_mlp_potential(
         p, a0, a1, bundle=bundle, sigma=sigma, potential=model, steps=steps, lr=lr,
         batch_points=batch_points, centroid_weight=centroid_weight,
         convexity_weight=convexity_weight, progress=progress, seed=seed, checkpoint=checkpoint,
-        **kwargs,
+        strategy=strategy, **kwargs,
     )

@@ -33,8 +33,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..flows.training import History, train
 from ..io import Configurable
+from ..training import History, Strategy, train
 
 __all__ = [
     "Potential",
@@ -437,11 +437,12 @@ def fit_potential(
     seed: int = 0,
     checkpoint: str | os.PathLike | None = None,
     dtype: torch.dtype | None = None,
+    strategy: Strategy | None = None,
 ) -> tuple[PotentialBase, History]:
     """Fit a potential whose Bregman posteriors match estimated posteriors (Jensen–Shannon).
 
     Loss per source point ``p`` (minibatches of ``batch_points`` source points, via
-    :func:`latentatlas.flows.training.train` on the index tensor of the points)::
+    :func:`latentatlas.training.train` on the index tensor of the points)::
 
         JS(post[p], smooth(q_Phi(. | t_p)))
         + centroid_weight * |(mean(smooth(q)) - mean(post[p])) / half_width|^2
@@ -467,6 +468,8 @@ def fit_potential(
         convexity_weight: weight of the midpoint-convexity penalty (default 1 for non-convex
             potentials, 0 otherwise).
         dtype: computation dtype (default: float32, or the given potential's dtype).
+        strategy: ``la.training.SingleProcess()`` (default) or ``la.training.DataParallel()``
+            (DDP: ``batch_points`` is the global batch of source points, shared by the processes).
 
     Returns:
         ``(potential, history)``; the potential is in eval mode, its Hessian is the metric.
@@ -555,5 +558,6 @@ def fit_potential(
         progress=progress,
         seed=seed,
         desc="fit_potential",
+        strategy=strategy,
     )
     return potential, history

@@ -21,6 +21,7 @@ import torch
 from torch import Tensor, nn
 
 from ..io import Configurable
+from ..training import History, Strategy, train
 from . import bundles as B
 from .encoders import build_encoder, check_encoder_output
 from .grid import PosteriorMap, _nonneg_int, _pos_int, as_torch_samples
@@ -258,8 +259,9 @@ class FlowPosterior(PosteriorMap, Configurable, nn.Module):
         progress: bool = True,
         checkpoint: str | None = None,
         seed: int = 0,
+        strategy: Strategy | None = None,
         **train_options: Any,
-    ):
+    ) -> FlowPosterior:
         """Maximum-likelihood training on bundles.
 
         Args:
@@ -276,13 +278,12 @@ class FlowPosterior(PosteriorMap, Configurable, nn.Module):
                 cell size): the flow then estimates the posterior convolved with that Gaussian,
                 like :class:`GridPosterior`'s bump targets. None or 0: no smoothing.
             steps, batch_size, lr, bundles, val_fraction, max_samples, progress, checkpoint,
-            seed, **train_options: as in :meth:`GridPosterior.fit`.
+            seed, strategy, **train_options: as in :meth:`GridPosterior.fit`.
 
         Returns:
-            The training ``History`` (losses: negative log-likelihood of standardised t).
+            ``self``; the training ``History`` (losses: negative log-likelihood of standardised t)
+            is in ``self.history_``.
         """
-        from ..flows.training import train
-
         if params is None:
             if axis0 is None or axis1 is None:
                 raise ValueError("axis0, axis1: expected the grid axes, or params=(P, d) points")
@@ -363,9 +364,10 @@ class FlowPosterior(PosteriorMap, Configurable, nn.Module):
 
         train_data = (torch.as_tensor(train_b.flat(s)), targets(train_b))
         val = (torch.as_tensor(val_b.flat(s)), targets(val_b)) if val_b is not None else None
-        return train(
+        self.history_: History = train(
             self, loss_fn, train_data, names=("bundles", "targets"), steps=steps,
             batch_size=batch_size, lr=lr, val_fraction=0.0 if val is None else val_fraction,
             val_data=val, checkpoint=checkpoint, progress=progress, seed=seed,
-            desc="FlowPosterior.fit", **train_options,
+            desc="FlowPosterior.fit", strategy=strategy, **train_options,
         )
+        return self

@@ -23,6 +23,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from ..io import Configurable
+from ..training import History, Strategy, train
 from . import bundles as B
 from .encoders import build_encoder, check_encoder_output
 
@@ -333,8 +334,9 @@ class GridPosterior(PosteriorMap, Configurable, nn.Module):
         progress: bool = True,
         checkpoint: str | None = None,
         seed: int = 0,
+        strategy: Strategy | None = None,
         **train_options: Any,
-    ):
+    ) -> GridPosterior:
         """Train on bundles of a grid's samples (cross-entropy against Gaussian-bump targets).
 
         Args:
@@ -346,18 +348,19 @@ class GridPosterior(PosteriorMap, Configurable, nn.Module):
             neighbours: K_neib, a bundle's samples come from the K_neib nearest grid points of its
                 centre (distance in grid cells; 1 = the centre only, 5 = plus, 9 = 3 x 3 block).
             sigma: width of the target bumps in grid cells (> 0).
-            steps, batch_size, lr, checkpoint, seed, progress: see ``la.flows.training.train``.
+            steps, batch_size, lr, checkpoint, seed, progress: see :func:`latentatlas.training.train`.
             bundles: number of distinct training bundles drawn up front (default
                 ``min(steps * batch_size, 2**18)``).
             val_fraction: fraction of each point's samples held out for validation bundles
                 (early stopping, best weights restored); 0 disables validation.
+            strategy: ``la.training.SingleProcess()`` (default) or ``la.training.DataParallel()``
+                (DDP over the ``torch.distributed`` group; ``batch_size`` is the global batch).
             **train_options: passed to ``train`` (``patience``, ``val_every``, ``weight_decay``...).
 
         Returns:
-            The training ``History`` (losses are KL(target || estimate) in nats per bundle).
+            ``self``; the training ``History`` (losses are KL(target || estimate) in nats per
+            bundle) is in ``self.history_``.
         """
-        from ..flows.training import train
-
         a0, a1 = B.check_axes(axis0, axis1)
         if (a0.size, a1.size) != self.grid_shape:
             raise ValueError(f"axis0, axis1: grid mismatch: the model has grid_shape "
@@ -409,9 +412,10 @@ class GridPosterior(PosteriorMap, Configurable, nn.Module):
 
         flat_train = torch.as_tensor(train_b.flat(s))
         val = (torch.as_tensor(val_b.flat(s)),) if val_b is not None else None
-        return train(
+        self.history_: History = train(
             self, loss_fn, (flat_train,), names=("bundles",), steps=steps, batch_size=batch_size,
             lr=lr, val_fraction=0.0 if val is None else val_fraction, val_data=val,
             checkpoint=checkpoint, progress=progress, seed=seed, desc="GridPosterior.fit",
-            **train_options,
+            strategy=strategy, **train_options,
         )
+        return self
