@@ -3,6 +3,8 @@ the weights); the EMA's closed form; ActNorm init in training."""
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
@@ -154,3 +156,84 @@ def test_fit_initialises_actnorm_from_data_and_learns():
     # The moons scaled by 3 have NLL about 1.2 + 2 log 3 = 3.4 nats at convergence; without the
     # data-dependent ActNorm start, a 300-step fit on data centred at 5 stays far above that.
     assert after < 4.0 and hist.steps_done == 300
+
+
+# ----------------------------------------------------------------------------------------------
+# the loop as steps (latentatlas.training)
+# ----------------------------------------------------------------------------------------------
+
+
+def _regression(seed: int = 0):
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn(128, 3, generator=gen, dtype=torch.float64)
+    y = x @ torch.tensor([[1.0], [-2.0], [0.5]], dtype=torch.float64)
+    torch.manual_seed(seed)
+    model = torch.nn.Sequential(torch.nn.Linear(3, 8), torch.nn.Tanh(),
+                                torch.nn.Linear(8, 1)).double()
+    return model, (lambda a, b: ((model(a) - b) ** 2).mean()), (x, y)
+
+
+def test_train_lives_in_latentatlas_training_without_flows():
+    import subprocess
+    import sys
+
+    from latentatlas import training
+    from latentatlas.flows import training as flows_training
+
+    assert flows_training.train is training.train and flows_training.History is training.History
+    code = ("import sys, latentatlas.training as t; t.train; "
+            "assert not [m for m in sys.modules if m.startswith('latentatlas.flows')]")
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_trainer_steps_equal_train(tmp_path):
+    """Driving the Trainer step by step is train(): same losses, same weights, bit for bit."""
+    from latentatlas import training
+
+    model, loss_fn, data = _regression()
+    h = training.train(model, loss_fn, data, steps=30, batch_size=16, val_every=10,
+                       progress=False, seed=3, ema=0.9)
+    want = [p.detach().clone() for p in model.parameters()]
+
+    model, loss_fn, data = _regression()
+    opts = training._Options(steps=30, batch_size=16, lr=1e-3, weight_decay=0.0, clip=5.0,
+                             val_every=10, patience=10, checkpoint_every=500, progress=False,
+                             desc="t", stop_after=None, ema=0.9)
+    gen = torch.Generator().manual_seed(3)
+    train_set, val = training._split(data, None, 0.1, ["x", "y"], gen)
+    trainer = training.Trainer(model, loss_fn, train_set, val, gen, opts, tmp_path / "c.pt")
+    assert not trainer.resume()  # no checkpoint yet
+    model.train()
+    losses = [trainer.step() for _ in range(10)]
+    assert trainer.steps_done == 10 and all(math.isfinite(v) for v in losses)
+    assert "val" in trainer.check()
+    while trainer.steps_done < 30:
+        trainer.step()
+        if trainer.steps_done % 10 == 0:
+            trainer.check()
+    hist = trainer.finish()
+    assert hist.loss == h.loss and hist.val_loss == h.val_loss and hist.best_step == h.best_step
+    assert all(torch.equal(a, b) for a, b in zip(model.parameters(), want))
+    # the final checkpoint is complete and no temporary file is left behind
+    assert (tmp_path / "c.pt").exists() and not list(tmp_path.glob("*.tmp"))
+    state = torch.load(tmp_path / "c.pt", weights_only=True)
+    assert state["history"]["steps_done"] == 30 and state["ema_decay"] == 0.9
+
+
+def test_strategy_argument():
+    from latentatlas import training
+
+    model, loss_fn, data = _regression()
+    with pytest.raises(ValueError, match="strategy: expected None, SingleProcess"):
+        training.train(model, loss_fn, data, steps=2, progress=False, strategy="ddp")
+    with pytest.raises(ValueError, match="strategy: expected a latentatlas.training.Strategy"):
+        with training.default_strategy("ddp"):
+            pass
+    # DataParallel without a process group is SingleProcess, bit for bit
+    h1 = training.train(model, loss_fn, data, steps=12, batch_size=8, progress=False,
+                        strategy=training.DataParallel())
+    w1 = [p.detach().clone() for p in model.parameters()]
+    model, loss_fn, data = _regression()
+    h2 = training.train(model, loss_fn, data, steps=12, batch_size=8, progress=False)
+    assert h1.loss == h2.loss
+    assert all(torch.equal(a, b) for a, b in zip(model.parameters(), w1))
