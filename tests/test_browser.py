@@ -219,6 +219,7 @@ def test_plane_page_shows_images_and_strips(browser, tmp_path):
 
     run = plane_run(tmp_path, g=20, image_shape=(1, 8, 8))
     open_page(browser, write_report(run))
+    assert browser.execute_script("return performance.getEntriesByType('resource').length") == 0
     plot = browser.find_element(By.CSS_SELECTOR, "#la-map .nsewdrag")
     ActionChains(browser).move_to_element_with_offset(plot, 100, 50).perform()
     text = wait_for(browser, "document.getElementById('la-readout').textContent.includes('class')"

@@ -22,7 +22,7 @@ import io
 import json
 import math
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -161,20 +161,21 @@ def _stride(n: int, limit: int) -> int:
     return max(1, math.ceil(n / max(1, limit)))
 
 
-def _sprite(images: np.ndarray, thumbnail: int) -> dict[str, Any]:
-    """A sprite sheet of thumbnails of (N0, N1, *shape) images: tile (a, b) at row a, column b.
+def _sprite(tile_at: Callable[[int, int], np.ndarray], n0: int, n1: int,
+            thumbnail: int) -> dict[str, Any]:
+    """A sprite sheet of n0 x n1 thumbnails: tile (a, b) = ``tile_at(a, b)`` (one image, read
+    one at a time so a memory-mapped images.npy is never loaded whole) at row a, column b.
 
     Greyscale images are drawn dark-on-light (value 1 -> black), as the static figures do
     (``cmap="gray_r"``); colour images as they are.
     """
-    n0, n1 = images.shape[:2]
-    first = _downscale(_as_image(images[0, 0]), thumbnail)
+    first = _downscale(_as_image(tile_at(0, 0)), thumbnail)
     h, w = first.shape[:2]
     colour = first.ndim == 3
     sheet = np.zeros((n0 * h, n1 * w, 3) if colour else (n0 * h, n1 * w), dtype=np.float64)
     for a in range(n0):
         for b in range(n1):
-            tile = _downscale(_as_image(images[a, b]), thumbnail)
+            tile = _downscale(_as_image(tile_at(a, b)), thumbnail)
             if tile.ndim == 3 and not colour:
                 tile = tile.mean(axis=-1)
             if tile.ndim == 2 and colour:
@@ -194,7 +195,8 @@ def _grid_images(images: np.ndarray, thumbnail: int) -> dict[str, Any]:
     s0 = _stride(g0, SPRITE_SIDE // side[0])
     s1 = _stride(g1, SPRITE_SIDE // side[1])
     idx0, idx1 = np.arange(0, g0, s0), np.arange(0, g1, s1)
-    out = _sprite(images[idx0][:, idx1], thumbnail)
+    out = _sprite(lambda a, b: np.asarray(images[idx0[a], idx1[b]]), idx0.size, idx1.size,
+                  thumbnail)
     out.update(index0=idx0.tolist(), index1=idx1.tolist())
     return out
 
@@ -359,7 +361,7 @@ def _path_payload(run_dir: Path, thumbnail: int) -> dict[str, Any]:
             side = _downscale(_as_image(images[0]), thumbnail).shape[1]
             step = _stride(s.size, SPRITE_SIDE // side)
             idx = np.arange(0, s.size, step)
-            sprite = _sprite(np.asarray(images[idx])[None], thumbnail)
+            sprite = _sprite(lambda a, b: np.asarray(images[idx[b]]), 1, idx.size, thumbnail)
             sprite.update(index0=[0], index1=idx.tolist())
             payload["images"] = sprite
     return payload

