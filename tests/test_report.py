@@ -317,6 +317,26 @@ def test_images_report_as_planes_analyze_calls_it(tmp_path):
     assert "href='images.html'" in (run / "report" / "index.html").read_text()
 
 
+def test_thumbnail_caps_for_large_generators(tmp_path, monkeypatch):
+    from latentatlas.report import interactive
+
+    run = gaussian_run(tmp_path, 3, 3, posteriors=False)
+    big = np.random.default_rng(0).random((3, 3, 3, 512, 512), dtype=np.float32)  # SD-sized
+    np.save(run / "images.npy", big)
+    assert page_payload(write_page(run))["images"]["tile"] == [64, 64]  # 512 / 8
+    images = page_payload(write_page(run, thumbnail=48))["images"]
+    assert images["tile"] == [46, 46]  # block of 11 pixels: 512 // 11
+    tile = sprite_pixels(images)[46:92, 0:46] / 255.0
+    expected = np.moveaxis(big[1, 0, :, :506, :506], 0, -1).reshape(46, 11, 46, 11, 3)
+    assert np.max(np.abs(tile - expected.mean(axis=(1, 3)))) <= 0.5 / 255 + 1e-6
+    # the sprite sheet is capped: grid points are thinned to fit SPRITE_SIDE
+    small = gaussian_run(tmp_path / "grid", 20, 20, posteriors=False)
+    np.save(small / "images.npy", np.zeros((20, 20, 8, 8)))
+    monkeypatch.setattr(interactive, "SPRITE_SIDE", 64)
+    images = page_payload(write_page(small))["images"]
+    assert images["index0"] == images["index1"] == list(range(0, 20, 3))
+
+
 def test_plane_greyscale_thumbnails_dark_on_light(tmp_path):
     run = plane_run(tmp_path, g=6, image_shape=(1, 8, 8))
     images = page_payload(write_report(run))["images"]
