@@ -115,7 +115,7 @@ def test_fixed_convergence_order(method: str, order: int) -> None:
 # (as torchdiffeq); finite differences see that dependence, an O(global error / 1e-6) effect, so
 # the solve must be accurate enough - but not so tight that the error estimate is rounding noise
 # (dopri8 at 1e-9: step sizes jitter by 1e-3 relative and its quartic dense output with them).
-GRADCHECK_TOL = {"adaptive_heun": 1e-8, "fehlberg2": 1e-8, "bosh3": 1e-9, "dopri5": 1e-9,
+GRADCHECK_TOL = {"adaptive_heun": 1e-7, "fehlberg2": 1e-8, "bosh3": 1e-9, "dopri5": 1e-9,
                  "dopri8": 1e-7}
 
 
