@@ -239,10 +239,24 @@ def test_write_report_from_run_folder(tmp_path):
 
 
 def test_report_does_not_import_the_atlas_module(tmp_path):
+    """The report reads run folders with numpy/json: no import of latentatlas.atlas, neither in
+    its source nor at run time."""
+    import ast
+
+    import latentatlas.report as report_pkg
+
+    for path in Path(report_pkg.__file__).parent.glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom):
+                target = "." * node.level + (node.module or "")
+                assert not re.fullmatch(r"(\.\.|latentatlas\.)atlas(\..*)?", target), path
+            elif isinstance(node, ast.Import):
+                assert not any(a.name.startswith("latentatlas.atlas") for a in node.names), path
     gaussian_run(tmp_path, 8, 8)
-    code = ("import sys; from latentatlas.report.atlas import write_report; "
+    code = ("import sys; import latentatlas; before = set(sys.modules); "
+            "from latentatlas.report.atlas import write_report; "
             f"write_report({str(tmp_path)!r}); "
-            "bad = [m for m in sys.modules if m == 'latentatlas.atlas' or "
+            "bad = [m for m in set(sys.modules) - before if m == 'latentatlas.atlas' or "
             "m.startswith('latentatlas.atlas.')]; assert not bad, bad")
     subprocess.run([sys.executable, "-c", code], check=True, timeout=300)
 
