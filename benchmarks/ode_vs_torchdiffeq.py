@@ -11,13 +11,19 @@ finaliser subtracts its size when autograd frees it). It covers the forward grap
 graphs built inside the adjoint's backward solve. As a sanity check it also reports the same for
 plain backprop through our solver (which grows with the number of steps).
 
+First table: every method both libraries have (dopri5, dopri8, bosh3, fehlberg2, adaptive_heun;
+euler, midpoint, heun3, rk4 on their default grid t): NFE and median time ratios ours / theirs
+(target <= 1.0), forward and forward + adjoint backward.
+
 Run:  python benchmarks/ode_vs_torchdiffeq.py [--dim 8] [--batch 512] [--repeats 7]
+      [--method-tol 1e-4] [--fixed-steps 20] [--only-methods]
 """
 
 from __future__ import annotations
 
 import argparse
 import functools
+import importlib
 import statistics
 import time
 
@@ -76,19 +82,19 @@ class SavedBytes:
         self._hooks.__exit__(*exc)
 
 
-def run_ours(f, z0, t, tol, backward, adjoint=True):
+def run_ours(f, z0, t, tol, backward, adjoint=True, method="dopri5"):
     f.nfe = 0
-    ys = la.ode.odeint(f, z0, t, rtol=tol, atol=tol, adjoint=adjoint)
+    ys = la.ode.odeint(f, z0, t, rtol=tol, atol=tol, adjoint=adjoint, method=method)
     nfe_f = f.nfe
     if backward:
         ys[-1].square().sum().backward()
     return nfe_f, f.nfe - nfe_f
 
 
-def run_theirs(f, z0, t, tol, backward):
+def run_theirs(f, z0, t, tol, backward, method="dopri5"):
     f.nfe = 0
     solve = torchdiffeq.odeint_adjoint if backward else torchdiffeq.odeint
-    ys = solve(f, z0, t, rtol=tol, atol=tol, method="dopri5")
+    ys = solve(f, z0, t, rtol=tol, atol=tol, method=method)
     nfe_f = f.nfe
     if backward:
         ys[-1].square().sum().backward()
@@ -106,12 +112,59 @@ def timed(fn, *args, **kw) -> float:
     return time.perf_counter() - start
 
 
+def shared_methods() -> list[str]:
+    """Methods both libraries offer (adaptive first)."""
+    theirs = set(importlib.import_module("torchdiffeq._impl.odeint").SOLVERS)
+    both = [m for m in la.ode.METHODS if m in theirs]
+    return sorted(both, key=lambda m: (not la.ode.METHODS[m].adaptive, m))
+
+
+def method_table(f, z0, tol: float, steps: int, repeats: int) -> None:
+    """NFE and median wall time per shared method, forward (no_grad) and fwd + adjoint bwd.
+
+    Adaptive methods solve over t = [0, 1] at rtol = atol = ``tol``; fixed-grid methods step over
+    the default grid t = linspace(0, 1, steps + 1) (one step per interval, both libraries).
+    """
+    print(f"every shared method: adaptive at rtol=atol={tol:g} on t=[0,1]; fixed-grid on "
+          f"{steps} steps (grid t); median of {repeats}, sides interleaved")
+    header = (f"{'method':>14} {'phase':>18} {'NFE ours':>10} {'NFE tdq':>10} {'NFE ratio':>9} "
+              f"{'ours ms':>9} {'tdq ms':>9} {'time ratio':>10}")
+    print(header)
+    print("-" * len(header))
+    for method in shared_methods():
+        adaptive = la.ode.METHODS[method].adaptive
+        t = torch.tensor([0.0, 1.0]) if adaptive else torch.linspace(0.0, 1.0, steps + 1)
+        for phase, backward in (("forward (no_grad)", False), ("fwd + adjoint bwd", True)):
+            ctx = torch.enable_grad if backward else torch.no_grad
+            with ctx():
+                nfe_o = run_ours(f, z0, t, tol, backward, method=method)
+                nfe_t = run_theirs(f, z0, t, tol, backward, method=method)
+                t_ours, t_theirs = [], []
+                for _ in range(repeats):
+                    t_ours.append(timed(run_ours, f, z0, t, tol, backward, method=method))
+                    t_theirs.append(timed(run_theirs, f, z0, t, tol, backward, method=method))
+            f.zero_grad()
+            mo, mt = statistics.median(t_ours), statistics.median(t_theirs)
+            no, nt = sum(nfe_o), sum(nfe_t)
+            s_o = f"{nfe_o[0]}+{nfe_o[1]}" if backward else f"{nfe_o[0]}"
+            s_t = f"{nfe_t[0]}+{nfe_t[1]}" if backward else f"{nfe_t[0]}"
+            print(f"{method:>14} {phase:>18} {s_o:>10} {s_t:>10} {no / nt:9.2f} "
+                  f"{1e3 * mo:9.1f} {1e3 * mt:9.1f} {mo / mt:10.2f}")
+    print()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--dim", type=int, default=8)
     parser.add_argument("--batch", type=int, default=512)
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--tols", type=float, nargs="+", default=[1e-5, 1e-6])
+    parser.add_argument("--method-tol", type=float, default=1e-4,
+                        help="tolerance of the every-method table (adaptive methods)")
+    parser.add_argument("--fixed-steps", type=int, default=20,
+                        help="steps of the fixed-grid methods in the every-method table")
+    parser.add_argument("--only-methods", action="store_true",
+                        help="print only the every-method table")
     args = parser.parse_args()
     torch.set_num_threads(1)
     torch.manual_seed(0)
@@ -123,6 +176,11 @@ def main() -> None:
     t = torch.tensor([0.0, 1.0])
     print(f"neural ODE: D={args.dim}, MLP 64x64 tanh, batch {args.batch}, float32, 1 thread, "
           f"t=[0,1], median of {args.repeats}")
+    print()
+    method_table(f, z0, args.method_tol, args.fixed_steps, args.repeats)
+    if args.only_methods:
+        return
+    print("dopri5 at several tolerances:")
     header = (f"{'tol':>7} {'phase':>18} {'NFE ours':>9} {'NFE tdq':>8} {'ours ms':>9} "
               f"{'tdq ms':>9} {'ratio':>6}")
     print(header)
