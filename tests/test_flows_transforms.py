@@ -213,3 +213,38 @@ def test_spline_coupling_logdet_is_zero_outside_the_bound():
     x = torch.tensor([[0.3, 1.5], [0.3, -7.0], [-2.0, 1.0001]])
     z, ld = layer(x)
     assert torch.equal(z, x) and torch.equal(ld, torch.zeros(3))
+
+
+# -- bad arguments: ValueError naming the argument, the expected and the received shape --------
+def test_spline_with_unbatched_parameters_raises_value_error() -> None:
+    x = torch.randn(5)
+    w, h, d = torch.randn(8), torch.randn(8), torch.randn(7)  # (K,): not one set per element of x
+    with pytest.raises(ValueError, match=r"widths: expected shape \(5, 8\).*got \(8,\)"):
+        rational_quadratic_spline(x, w, h, d)
+    with pytest.raises(ValueError, match=r"derivatives: expected shape \(5, 7\).*got \(5, 8\)"):
+        rational_quadratic_spline(x, w.expand(5, 8), h.expand(5, 8), torch.randn(5, 8))
+    with pytest.raises(ValueError, match=r"heights: expected shape \(5, 8\).*got \(5, 6\)"):
+        rational_quadratic_spline(x, w.expand(5, 8), torch.randn(5, 6), d.expand(5, 7))
+    # the expanded parameters are valid and give the same values as row-wise calls
+    y, ld = rational_quadratic_spline(x, w.expand(5, 8), h.expand(5, 8), d.expand(5, 7))
+    y1, ld1 = rational_quadratic_spline(x[:1], w[None], h[None], d[None])
+    assert y.shape == ld.shape == (5,) and y[0] == y1[0] and ld[0] == ld1[0]
+
+
+CONDITIONAL = ["affine", "affine-flip", "spline", "spline-flip", "made-affine", "made-spline", "iaf"]
+
+
+@pytest.mark.parametrize("name", CONDITIONAL)
+def test_transform_with_unbatched_context_raises_value_error(name: str) -> None:
+    torch.manual_seed(0)
+    t = FACTORIES[name](3, 2)
+    x = torch.randn(4, 3)
+    for call in (t.forward, t.inverse):
+        with pytest.raises(ValueError, match=r"context: expected shape \(4, 2\).*got \(2,\)"):
+            call(x, torch.randn(2))
+        with pytest.raises(ValueError, match=r"context: expected shape \(4, 2\).*got \(3, 2\)"):
+            call(x, torch.randn(3, 2))
+        with pytest.raises(ValueError, match="context: expected a torch.Tensor"):
+            call(x, None)
+    with pytest.raises(ValueError, match=r"[xz]: expected shape \(B, 3\).*got \(4, 2\)"):
+        t(torch.randn(4, 2), torch.randn(4, 2))

@@ -19,7 +19,7 @@ import torch
 from torch import Tensor
 
 from ..io import Configurable
-from .core import ComposedTransform, Flow, Transform
+from .core import ComposedTransform, Flow, Transform, check_transform_input
 from .nets import MADE, check_hidden, check_int, check_positive
 from .splines import identity_spline_params, rqs_from_knots, spline_params
 
@@ -92,11 +92,13 @@ class MaskedAutoregressive(Configurable, Transform):
         return y, ld.sum(-1)
 
     def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        check_transform_input(x, self.features, context, self.context_features, "x")
         return self._map(x, self.made(x, context), False)
 
     def inverse(self, z: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         # After pass i the first i+1 features (in the autoregressive order) are exact; the
         # parameters of pass D depend only on exact values, so x and logdet are exact.
+        check_transform_input(z, self.features, context, self.context_features, "z")
         x = torch.zeros_like(z)
         logdet = z.new_zeros(z.shape[0])
         for _ in range(self.features):

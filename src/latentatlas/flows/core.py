@@ -16,7 +16,9 @@ from torch import Tensor, nn
 from ..io import Configurable
 from .distributions import StandardNormal
 
-__all__ = ["ComposedTransform", "Flow", "Transform", "check_context", "check_features"]
+__all__ = [
+    "ComposedTransform", "Flow", "Transform", "check_context", "check_features", "check_transform_input",
+]
 
 
 def check_features(x: Tensor, features: int, name: str = "x") -> None:
@@ -63,6 +65,33 @@ def check_context(context: Tensor | None, dim: int, batch: int | None = None) ->
                 f"context: expected {batch} rows to match x, got shape {tuple(context.shape)}"
             )
     return context
+
+
+def check_transform_input(
+    x: Tensor, features: int, context: Tensor | None, context_features: int, name: str = "x"
+) -> None:
+    """Strict shape check of a transform's arguments (no broadcasting, unlike :func:`check_context`).
+
+    Raises ``ValueError`` naming the argument, the expected shape and the received one unless
+    ``x`` is (B, features) and ``context`` is None (``context_features == 0``) or (B, C) with
+    ``C == context_features``.
+    """
+    check_features(x, features, name)
+    if context_features == 0:
+        if context is not None:
+            raise ValueError(
+                f"context: this transform is unconditional (context=0), got "
+                f"{type(context).__name__ if not isinstance(context, Tensor) else tuple(context.shape)}"
+            )
+        return
+    expected = f"({x.shape[0]}, {context_features})"
+    if not isinstance(context, Tensor):
+        raise ValueError(f"context: expected a torch.Tensor of shape {expected}, got {context!r}")
+    if context.dim() != 2 or context.shape[0] != x.shape[0] or context.shape[1] != context_features:
+        raise ValueError(
+            f"context: expected shape {expected} (one row per row of {name}; a transform does "
+            f"not broadcast a (C,) context, a Flow does), got {tuple(context.shape)}"
+        )
 
 
 class Transform(nn.Module):

@@ -16,7 +16,7 @@ import torch
 from torch import Tensor
 
 from ..io import Configurable
-from .core import ComposedTransform, Flow, Transform
+from .core import ComposedTransform, Flow, Transform, check_transform_input
 from .nets import MLP, check_hidden, check_int, check_positive
 from .splines import identity_spline_params, rqs_from_knots, spline_params
 
@@ -66,11 +66,13 @@ class _Coupling(Configurable, Transform):
         raise NotImplementedError
 
     def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        check_transform_input(x, self.features, context, self.context_features, "x")
         xa, xb = x[:, self.a_slice], x[:, self.b_slice]
         zb, logdet = self._map(xb, self._params(xa, context), False)
         return self._merge(xa, zb), logdet
 
     def inverse(self, z: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        check_transform_input(z, self.features, context, self.context_features, "z")
         za, zb = z[:, self.a_slice], z[:, self.b_slice]
         xb, logdet = self._map(zb, self._params(za, context), True)
         return self._merge(za, xb), logdet

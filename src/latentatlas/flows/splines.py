@@ -82,6 +82,7 @@ def rational_quadratic_spline(
     Returns:
         y (...) and the elementwise log-derivative ``log|dy/dx|`` (...) of the direction computed.
     """
+    _check_spline_shapes(x, widths, heights, derivatives)
     if min_width * widths.shape[-1] >= 1 or min_height * heights.shape[-1] >= 1:
         raise ValueError(
             f"min_width/min_height: expected bins * min < 1, got bins={widths.shape[-1]}, "
@@ -91,6 +92,27 @@ def rational_quadratic_spline(
         widths, heights, derivatives, bound, min_width, min_height, min_derivative
     )
     return rqs_from_knots(x, cw, ch, d, inverse, bound)
+
+
+def _check_spline_shapes(x: Tensor, widths: Tensor, heights: Tensor, derivatives: Tensor) -> None:
+    """``ValueError`` unless widths/heights are (*x.shape, K) and derivatives (*x.shape, K-1)."""
+    for name, value in (("x", x), ("widths", widths), ("heights", heights),
+                        ("derivatives", derivatives)):
+        if not isinstance(value, Tensor):
+            raise ValueError(f"{name}: expected a torch.Tensor, got {type(value).__name__}")
+    batch = tuple(x.shape)
+    if widths.dim() == 0 or widths.shape[-1] < 1:
+        raise ValueError(f"widths: expected shape (*x.shape, K) = (*{batch}, K), got {tuple(widths.shape)}")
+    k = widths.shape[-1]
+    hint = " (one set of parameters per element of x: expand (K,) parameters to (*x.shape, K))"
+    for name, value, last in (("widths", widths, k), ("heights", heights, k),
+                              ("derivatives", derivatives, k - 1)):
+        expected = (*batch, last)
+        if tuple(value.shape) != expected:
+            raise ValueError(
+                f"{name}: expected shape {expected} for x of shape {batch} and K={k} bins{hint}, "
+                f"got {tuple(value.shape)}"
+            )
 
 
 def rqs_from_knots(
