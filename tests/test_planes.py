@@ -65,7 +65,7 @@ def test_line_boundary_found_at_the_right_place(line_run) -> None:
 
 def test_line_boundary_refined_zoom_dimension_one_and_lipschitz(line_run) -> None:
     plane, atlas, _ = line_run
-    label_fn = planes._label_fn(plane, line_label)
+    label_fn = planes.label_fn(plane, line_label)
     seg = planes.boundary_points(atlas.labels, atlas.axis0, atlas.axis1, k=2, seed=0)
     assert seg.shape == (2, 2, 2)
     center = planes.refine_boundary(label_fn, seg[0, 0], seg[0, 1])
@@ -93,7 +93,7 @@ def test_koch_boundary_dimension() -> None:
         return torch.as_tensor(np.stack([inside, ~inside], 1).astype(np.float64))
 
     plane = la.sources.LatentPlane(koch, anchors=EYE, renormalize=False)
-    label_fn = planes._label_fn(plane, lambda x: torch.as_tensor(x).argmax(1))
+    label_fn = planes.label_fn(plane, lambda x: torch.as_tensor(x).argmax(1))
     center = (0.5, math.sqrt(3) / 6)  # the flake's centre: the 1.3-wide window holds all of it
     zoom = planes.plane_zoom(label_fn, center, 1.3, zooms=(1.0,), resolution=243,
                              scales=(3, 9, 27))

@@ -34,7 +34,8 @@ import numpy as np
 import zarr
 from tqdm.auto import tqdm
 
-from .io import _encode, load, save
+from ._util import atomic_write, grid
+from .io import load, save
 from .sources.base import Source
 
 __all__ = ["FORMAT", "SampleStore", "grid_params"]
@@ -46,7 +47,7 @@ _CHUNK_BYTES = 16 << 20
 def grid_params(
     bounds: Sequence[Sequence[float]], resolution: int | Sequence[int]
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """A regular 2-D grid of parameter points, endpoints included.
+    """A regular 2-D grid of parameter points, endpoints included (:func:`latentatlas._util.grid`).
 
     Args:
         bounds: ``((lo0, hi0), (lo1, hi1))``.
@@ -64,51 +65,11 @@ def grid_params(
         raise ValueError(f"bounds: expected ((lo0, hi0), (lo1, hi1)), shape (2, 2), got {b.shape}")
     if not np.all(np.isfinite(b)) or not np.all(b[:, 0] < b[:, 1]):
         raise ValueError(f"bounds: expected finite low < high on each axis, got {b.tolist()}")
-    res = (resolution, resolution) if np.ndim(resolution) == 0 else tuple(resolution)
-    if len(res) != 2 or any(
-        isinstance(g, bool) or not isinstance(g, int | np.integer) or g < 2 for g in res
-    ):
-        raise ValueError(f"resolution: expected an int >= 2 or a pair of them, got {resolution!r}")
-    axis0 = np.linspace(b[0, 0], b[0, 1], int(res[0]))
-    axis1 = np.linspace(b[1, 0], b[1, 1], int(res[1]))
-    grid = np.stack(np.meshgrid(axis0, axis1, indexing="ij"), axis=-1).reshape(-1, 2)
-    return axis0, axis1, grid
-
-
-def _fingerprint(source: Source) -> tuple[str, dict[str, Any]]:
-    """A hash of the source's class, config (incl. tensor arguments) and weights, and its config as
-    JSON-able data."""
-    import torch
-
-    tensors: dict[str, torch.Tensor] = {}
-    config = _encode(source.config, tensors, type(source).__name__)
-    h = hashlib.blake2b(digest_size=16)
-    name = f"{type(source).__module__}.{type(source).__qualname__}"
-    h.update(name.encode())
-    h.update(json.dumps(config, sort_keys=True).encode())
-    state = {}
-    if isinstance(source, torch.nn.Module):
-        state = source.state_dict()
-    for key, value in sorted({**tensors, **{f"state.{k}": v for k, v in state.items()}}.items()):
-        t = value.detach().cpu().contiguous()
-        h.update(key.encode())
-        h.update(str(t.dtype).encode())
-        h.update(str(tuple(t.shape)).encode())
-        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
-    return h.hexdigest(), config
+    return grid(b, resolution, minimum=2)
 
 
 def _params_hash(params: np.ndarray) -> str:
     return hashlib.blake2b(np.ascontiguousarray(params, np.float64).tobytes(), digest_size=16).hexdigest()
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    with open(tmp, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 class SampleStore:
@@ -180,7 +141,7 @@ class SampleStore:
                 json.dumps(extra_meta)
             except (TypeError, ValueError) as err:
                 raise ValueError(f"extra_meta: expected a JSON-able dict ({err})") from None
-        fingerprint, config = _fingerprint(source)
+        fingerprint, config = source.fingerprint()
         from . import __version__
 
         meta = {
@@ -224,7 +185,7 @@ class SampleStore:
             group.require_group("diagnostics")
             save(source, tmp / "source.safetensors")
             (tmp / "done").mkdir()
-            _write_atomic(tmp / "meta.json", json.dumps(meta, indent=1))
+            atomic_write(tmp / "meta.json", json.dumps(meta, indent=1))
             os.rename(tmp, path)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
@@ -390,7 +351,7 @@ class SampleStore:
                         fill_value=np.nan,
                     )
                     arr[lo:hi] = value
-                _write_atomic(self.path / "done" / str(k), f"{lo} {hi}\n")
+                atomic_write(self.path / "done" / str(k), f"{lo} {hi}\n")
                 bar.update(hi - lo)
         return self
 

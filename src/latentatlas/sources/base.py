@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -148,6 +149,30 @@ class Source(Configurable):
     def _sample(self, params: np.ndarray, n: int, seed: int) -> np.ndarray:
         raise NotImplementedError
 
+    # -- what the source knows, for the atlas pipeline (overridden by sources that know more) --------
+    analyses: tuple[str, ...] = ("geometry",)
+    """Names of the analysis stages that apply to this source (see
+    :data:`latentatlas.atlas.stages.ANALYSES`)."""
+
+    def atlas_defaults(self) -> dict[str, Any]:
+        """Default atlas settings chosen for this source (by measurement where stated).
+
+        Keys: ``bounds``, ``resolution``, ``samples_per_point``, ``bundle``, ``posterior_repeats``,
+        ``sigma``, ``estimator``, ``posterior`` (``{"init": {...}, "fit": {...}}``), ``potential``
+        (options of :func:`latentatlas.geometry.fit_potential`), ``path`` (the segment of the path
+        analysis as fractions of the region: ((a0, a1), (b0, b1))).
+        """
+        return {"bounds": tuple(self.bounds), "resolution": 32, "samples_per_point": 64,
+                "bundle": 4, "posterior_repeats": 16, "sigma": 1.0, "estimator": "grid",
+                "posterior": {}, "potential": {}, "path": ((0.75, 0.0), (0.75, 1.0))}
+
+    def reference(self, params: np.ndarray) -> dict[str, np.ndarray] | None:
+        """Exact fields at points, when the source has them: some of ``potential`` (P,),
+        ``gradient`` (P, d), ``metric`` (P, d, d) (Fisher information of one sample in the
+        source's coordinates) and other exact scalar fields (P,). ``None`` when there is no exact
+        reference (the default)."""
+        return None
+
     # Exponential families override these two.
     def natural(self, params: np.ndarray) -> np.ndarray:
         """Natural parameters theta(t): (P, d) -> (P, k). Only for exponential families."""
@@ -156,6 +181,34 @@ class Source(Configurable):
     def sufficient_statistics(self, x: np.ndarray) -> np.ndarray:
         """Sufficient statistics f(x): (..., *sample_shape) -> (..., k)."""
         raise NotImplementedError(f"{type(self).__name__} is not an exponential family")
+
+    def fingerprint(self) -> tuple[str, dict[str, Any]]:
+        """A hash of the source's class, config (tensor arguments included) and weights, and its
+        config as JSON-able data (tensors as references): what a store or a run folder records to
+        recognise the same source.
+
+        Returns:
+            ``(hex digest, config)``.
+        """
+        import json
+
+        import torch
+
+        from ..io import _encode
+
+        tensors: dict[str, torch.Tensor] = {}
+        config = _encode(self.config, tensors, type(self).__name__)
+        h = hashlib.blake2b(digest_size=16)
+        h.update(f"{type(self).__module__}.{type(self).__qualname__}".encode())
+        h.update(json.dumps(config, sort_keys=True).encode())
+        state = self.state_dict() if isinstance(self, torch.nn.Module) else {}
+        for key, value in sorted({**tensors, **{f"state.{k}": v for k, v in state.items()}}.items()):
+            t = value.detach().cpu().contiguous()
+            h.update(key.encode())
+            h.update(str(t.dtype).encode())
+            h.update(str(tuple(t.shape)).encode())
+            h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+        return h.hexdigest(), config
 
     def sample_with_diagnostics(
         self, params: np.ndarray, n: int, seed: int = 0

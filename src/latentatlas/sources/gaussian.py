@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -119,6 +120,14 @@ class GaussianFamily(Source):
         for i, point in enumerate(params):
             rng = np.random.default_rng(point_seed_sequence(seed, point))
             out[i] = mu[i] + sigma[i] * rng.standard_normal((n, self.m))
+        return out
+
+    def atlas_defaults(self) -> dict[str, Any]:
+        """Defaults measured on the natural and mean_std coordinates (benchmarks)."""
+        out = super().atlas_defaults()
+        out.update(resolution=32, samples_per_point=256, bundle=16, posterior_repeats=16,
+                   sigma=1.0, posterior={"fit": {"steps": 1000}}, potential={},
+                   path=((0.0, 0.5), (1.0, 0.5)))
         return out
 
     # ------------------------------------------------------------------------------------------

@@ -35,6 +35,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 from numba import njit
@@ -563,6 +564,37 @@ class Ising2D(Source):
             self.names = ("K", "H")
             self.domain = ((0.0, math.inf), (-math.inf, math.inf))
             self.bounds = ((0.2, 1.0), (-1.0, 1.0))
+
+    EXACT_MAX_L = 10
+    """Largest L whose exact reference (transfer matrix) :meth:`reference` computes."""
+
+    def atlas_defaults(self) -> dict[str, Any]:
+        """Measured defaults (benchmarks/atlas_accuracy.py). L = 8 Ising: the Fisher information of
+        one lattice is large (Var of the bond sum ~ 300, of the magnetisation up to ~1100 on the
+        first-order line), so bundles of K = 2 lattices keep the posterior 2-4 grid cells wide at
+        32 x 32 over the (K, H) region; R = 32 bundles per point. The posterior network needs the
+        long training: an under-trained network gives wider posteriors, hence a smaller metric
+        (gradient NRMSE 0.075 at 1500 steps, lr 1e-3; 0.038 at 8000, lr 3e-3; all 8000 steps
+        without early stopping: 0.018). The potential fit at 600 steps was seed-dependent; 2500
+        steps: 0.023."""
+        out = super().atlas_defaults()
+        if self.coords == "natural":
+            out["bounds"] = ((0.25, 0.65), (-0.3, 0.3))
+        out.update(resolution=32, samples_per_point=64, bundle=2, posterior_repeats=32,
+                   sigma=1.0, posterior={"fit": {"steps": 8000, "lr": 3e-3, "patience": None}},
+                   potential={"steps": 2500})
+        return out
+
+    def reference(self, params: np.ndarray) -> dict[str, np.ndarray] | None:
+        """Exact potential (log Z), gradient and Fisher metric of one lattice by the transfer
+        matrix (:func:`latentatlas.exact.ising.reference`) for L <= :attr:`EXACT_MAX_L`; None
+        for larger lattices."""
+        if self.L > self.EXACT_MAX_L:
+            return None
+        from ..exact import ising as exact_ising
+
+        return exact_ising.reference(self.L, self.check_params(params), coords=self.coords,
+                                     J=self.J)
 
     def check_params(self, params: np.ndarray | Sequence[Sequence[float]]) -> np.ndarray:
         arr = super().check_params(params)

@@ -16,9 +16,9 @@ A *generator* is anything that maps a latent batch to samples:
 
 from __future__ import annotations
 
-import importlib
 import inspect
 import math
+import pkgutil
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -27,9 +27,10 @@ import torch
 from scipy.special import gammaln
 from torch import Tensor
 
+from ..io import Configurable
 from .base import Source, point_seed_sequence
 
-__all__ = ["LatentPlane", "gaussian_norm", "resolve_generator"]
+__all__ = ["LatentPlane", "gaussian_norm", "generator_reference", "resolve_generator"]
 
 
 def gaussian_norm(dim: int) -> float:
@@ -38,21 +39,20 @@ def gaussian_norm(dim: int) -> float:
 
 
 def resolve_generator(spec: Any) -> Any:
-    """Turn ``"package.module:callable"`` into the object it names; other values pass through."""
+    """Turn ``"package.module:callable"`` into the object it names (a class is instantiated with
+    no arguments); other values pass through after a check. Uses :func:`pkgutil.resolve_name`."""
     if isinstance(spec, str):
         if ":" not in spec:
             raise ValueError(
                 f"generator: expected 'package.module:callable', got {spec!r} (no ':' separator)"
             )
-        module_name, _, attr = spec.partition(":")
         try:
-            obj: Any = importlib.import_module(module_name)
+            obj: Any = pkgutil.resolve_name(spec)
         except ImportError as err:
-            raise ValueError(f"generator: cannot import module {module_name!r} ({err})") from None
-        for part in attr.split("."):
-            if not hasattr(obj, part):
-                raise ValueError(f"generator: module {module_name!r} has no attribute {attr!r}")
-            obj = getattr(obj, part)
+            raise ValueError(f"generator: cannot import {spec.partition(':')[0]!r} ({err})"
+                             ) from None
+        except (AttributeError, ValueError) as err:
+            raise ValueError(f"generator: cannot resolve {spec!r} ({err})") from None
         if inspect.isclass(obj):
             obj = obj()
         return obj
@@ -62,6 +62,19 @@ def resolve_generator(spec: Any) -> Any:
             f"{type(spec).__qualname__}"
         )
     return spec
+
+
+def generator_reference(obj: Any) -> str | None:
+    """``"module:qualname"`` when that name resolves back to ``obj`` itself (a module-level
+    function or object), else None (a lambda, a closure, a bound method...)."""
+    module, qualname = getattr(obj, "__module__", None), getattr(obj, "__qualname__", None)
+    if not module or not qualname or "<" in qualname:
+        return None
+    name = f"{module}:{qualname}"
+    try:
+        return name if pkgutil.resolve_name(name) is obj else None
+    except (ImportError, AttributeError, ValueError):
+        return None
 
 
 def _call_generator(gen: Any, z: Tensor, eta: float, seeds: np.ndarray) -> Tensor:
@@ -110,6 +123,12 @@ class LatentPlane(Source):
         batch_size: int = 1024,
     ) -> None:
         self.generator = resolve_generator(generator)
+        if not isinstance(generator, str | Configurable) and callable(generator):
+            # record a module-level function by its name, so that the config can be written
+            # (and the generator found again by a rerun); other callables stay unrecordable
+            ref = generator_reference(generator)
+            if ref is not None:
+                self.config["generator"] = ref
         if not eta >= 0:
             raise ValueError(f"eta: expected a non-negative number, got {eta!r}")
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size <= 0:
@@ -139,6 +158,23 @@ class LatentPlane(Source):
         probe = self.decode(torch.zeros(1, 2, dtype=torch.float64), seeds=np.zeros(1, np.int64))
         self.sample_shape = tuple(probe.shape[1:])
         self.dtype = np.dtype(np.float32)
+
+    analyses = ("images", "planes")
+
+    def atlas_defaults(self) -> dict[str, Any]:
+        """Kernel posterior on pixel features over a 48 x 48 grid (the posterior maps are a dense
+        (P, G0, G1) array: 2 GB in float64 at 128 x 128). A deterministic plane (eta = 0) decodes
+        once per point and repeats the image: a bundle of K copies sharpens the kernel posterior
+        like K independent feature-noise draws would, and one bundle per point is exact. With
+        noise (eta > 0), 16 images per point: 8 references and 16 bundles of 4 of the other 8,
+        log-averaged. Targets and model are smoothed by the same 0.5-cell kernel."""
+        out = super().atlas_defaults()
+        stochastic = self.eta > 0
+        out.update(resolution=48, samples_per_point=16 if stochastic else 8, bundle=4,
+                   posterior_repeats=16 if stochastic else 1, sigma=0.5, estimator="kernel",
+                   posterior={"init": {"features": "pixels"}}, potential={},
+                   path=((0.1, 0.1), (0.9, 0.9)))
+        return out
 
     def latents(self, params: np.ndarray | Tensor) -> Tensor:
         """Plane coordinates (P, 2) -> latents (P, D) in float64 (renormalised if asked)."""

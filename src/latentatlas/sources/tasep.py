@@ -17,6 +17,7 @@ from the integrated autocorrelation time of the particle number measured in a pi
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import numpy as np
 from numba import njit
@@ -185,6 +186,27 @@ class TASEP(Source):
         self.thin = check_steps(thin, "thin", minimum=1)
         self.max_thin = int(max_thin)
         self.sample_shape = (self.L,)
+
+    EXACT_MAX_L = 12
+    """Largest L whose exact reference (master equation) :meth:`reference` computes."""
+
+    def atlas_defaults(self) -> dict[str, Any]:
+        """Defaults measured on L = 10 (benchmarks/atlas_accuracy.py)."""
+        out = super().atlas_defaults()
+        out.update(resolution=32, samples_per_point=64, bundle=4, posterior_repeats=16,
+                   sigma=1.0, posterior={"fit": {"steps": 1500}}, potential={},
+                   path=((0.05, 0.4), (0.4, 0.05)))
+        return out
+
+    def reference(self, params: np.ndarray) -> dict[str, np.ndarray] | None:
+        """Exact Fisher metric of one configuration and the current (master equation,
+        :func:`latentatlas.exact.tasep.reference`) for L <= :attr:`EXACT_MAX_L`; None for larger
+        systems. TASEP is not an exponential family in (alpha, beta): there is no potential."""
+        if self.L > self.EXACT_MAX_L:
+            return None
+        from ..exact import tasep as exact_tasep
+
+        return exact_tasep.reference(self.L, self.check_params(params))
 
     def check_params(self, params: np.ndarray) -> np.ndarray:
         arr = super().check_params(params)

@@ -1,0 +1,379 @@
+"""The stages of the pipeline: each one names its outputs, computes them, and loads them back.
+
+A :class:`Stage` subclass sets ``name`` and ``outputs`` and implements ``compute(ctx)`` (which
+writes the outputs into the run folder when there is one and returns the stage's value) and
+``load(ctx)`` (which reads that value back from the outputs). :func:`latentatlas.atlas.build` runs
+the core stages (sample, posterior, potential, atlas), then the analysis stages the config names
+(:data:`ANALYSES`, looked up by name), then the report; a finished stage is skipped and its value
+loaded only when a later stage asks for it (:meth:`Context.result`). Adding a stage means writing
+one class and registering it: no other stage changes.
+"""
+
+from __future__ import annotations
+
+import logging
+import pkgutil
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+
+from .._util import grid, save_json, save_npy
+from .config import RunConfig
+from .container import Atlas
+from .container import load as load_atlas
+from .estimators import ESTIMATORS
+from .runfolder import RunFolder
+
+__all__ = ["ANALYSES", "AnalysisStage", "Context", "Stage", "core_stages", "evaluate_potential",
+           "register_analysis"]
+
+log = logging.getLogger("latentatlas.atlas")
+
+
+@dataclass
+class Context:
+    """What the stages of one run share.
+
+    Attributes:
+        source: the source; config: the :class:`RunConfig`; run: the run folder or None.
+        progress: tqdm bars; backend: keyword arguments of
+            :func:`latentatlas.distributed.generate` for the sampling stage, or None (local).
+        store: an existing sample store to read instead of sampling (``--store DIR``), or None.
+        axis0 (G0,), axis1 (G1,), params (G0*G1, 2): the grid ('ij' order).
+        strategy: the data-parallel strategy passed to every fit (None: single process).
+        objects: Python objects standing in for named options (``"features"``, ``"labeler"``)
+            in memory; not recorded in the config.
+    """
+
+    source: Any
+    config: RunConfig
+    run: RunFolder | None = None
+    progress: bool = True
+    backend: dict[str, Any] | None = None
+    store: str | None = None
+    strategy: Any = None
+    objects: dict[str, Any] = field(default_factory=dict)
+    timings: dict[str, float] = field(default_factory=dict)
+    _values: dict[str, Any] = field(default_factory=dict)
+    _stages: dict[str, Stage] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.axis0, self.axis1, self.params = grid(self.config.bounds, self.config.resolution)
+
+    @property
+    def grid_shape(self) -> tuple[int, int]:
+        return (self.axis0.size, self.axis1.size)
+
+    def file(self, name: str) -> Path | None:
+        """``run/name``, or None without a run folder."""
+        return None if self.run is None else self.run.file(name)
+
+    def fresh(self, name: str) -> Path | None:
+        """A checkpoint path in the run folder (removed first under ``force``), or None."""
+        return None if self.run is None else self.run.fresh(name)
+
+    def result(self, name: str) -> Any:
+        """The value of stage ``name`` (computed in this run, or loaded from its outputs)."""
+        if name not in self._values:
+            if name not in self._stages or self.run is None:
+                raise ValueError(f"stage {name!r} has no value in this run")
+            self._values[name] = self._stages[name].load(self)
+        return self._values[name]
+
+    def run_stage(self, stage: Stage) -> None:
+        """Skip ``stage`` if its outputs exist (its value is loaded lazily), else compute it."""
+        self._stages[stage.name] = stage
+        if self.run is not None and stage.skippable and self.run.done(stage.name, stage.outputs):
+            self.run.mark(stage.name, skipped=True, outputs=stage.outputs)
+            return
+        log.info("stage %s: running", stage.name)
+        start = time.perf_counter()
+        self._values[stage.name] = stage.compute(self)
+        self.timings[stage.name] = time.perf_counter() - start
+        if self.run is not None:
+            self.run.mark(stage.name, skipped=False)
+
+
+class Stage:
+    """One step of the pipeline (see the module docstring)."""
+
+    name: ClassVar[str]
+    outputs: ClassVar[tuple[str, ...]] = ()
+    skippable: ClassVar[bool] = True
+
+    def compute(self, ctx: Context) -> Any:
+        raise NotImplementedError
+
+    def load(self, ctx: Context) -> Any:
+        raise NotImplementedError
+
+
+class AnalysisStage(Stage):
+    """An analysis stage; ``defaults`` gives its options for a source (recorded in the config's
+    ``analyses``). ``before_atlas`` stages run right after sampling (e.g. images and class labels
+    that go into ``atlas.npz``: ``provides_labels``); the others after the atlas."""
+
+    before_atlas: ClassVar[bool] = False
+    provides_labels: ClassVar[bool] = False
+
+    @classmethod
+    def defaults(cls, source: Any, source_defaults: Mapping[str, Any]) -> dict[str, Any]:
+        return {}
+
+    def options(self, ctx: Context) -> dict[str, Any]:
+        return dict(ctx.config.analyses.get(self.name, {}))
+
+
+class _Lazy(dict):
+    """name -> stage class, resolved from ``"module:Class"`` on first use (the analysis modules
+    come after the atlas package in the layout, so they are referenced by name)."""
+
+    def __getitem__(self, key: str) -> type[AnalysisStage]:
+        value = super().__getitem__(key)
+        if isinstance(value, str):
+            value = pkgutil.resolve_name(value)
+            super().__setitem__(key, value)
+        return value
+
+
+ANALYSES: dict[str, type[AnalysisStage]] = _Lazy({
+    "images": "latentatlas.analyses.images:ImagesStage",
+    "geometry": "latentatlas.analyses.geometry:GeometryStage",
+    "planes": "latentatlas.analyses.planes:PlanesStage",
+})
+"""The analysis stages by name (``Source.analyses`` and ``build(analyses=...)`` use the names)."""
+
+
+def register_analysis(name: str, stage: type[AnalysisStage] | str) -> None:
+    """Register an analysis stage class (or its ``"module:Class"`` name) under ``name``."""
+    dict.__setitem__(ANALYSES, name, stage)
+
+
+# --------------------------------------------------------------------------------------------------
+# core stages
+# --------------------------------------------------------------------------------------------------
+
+
+class SampleStage(Stage):
+    """Samples at every grid point: ``store.zarr`` (chunked; resumes chunk by chunk), or an
+    existing store given by ``ctx.store``."""
+
+    name = "sample"
+    outputs = ("store.zarr",)
+    skippable = False  # the store itself knows which chunks are done
+
+    def _store(self, ctx: Context) -> Any:
+        from ..store import SampleStore
+
+        cfg = ctx.config
+        if ctx.store is not None:
+            store = SampleStore.open(ctx.store)
+            store._check_same({**store.metadata, "source_fingerprint":
+                               cfg.source["fingerprint"], "samples_per_point":
+                               cfg.samples_per_point, "seed": cfg.seed}, ctx.params)
+            return store
+        path = ctx.file("store.zarr")
+        if ctx.run is not None and ctx.run.force and "sample" not in ctx.run.computed:
+            ctx.run.fresh("store.zarr")
+        return SampleStore.create(path, ctx.source, ctx.params, cfg.samples_per_point, cfg.seed)
+
+    def compute(self, ctx: Context) -> np.ndarray:
+        cfg = ctx.config
+        if ctx.run is None and ctx.store is None:
+            return ctx.source.sample(ctx.params, cfg.samples_per_point, seed=cfg.seed)
+        store = self._store(ctx)
+        done = sum(store.chunk_done(c) for c in range(store.num_chunks))
+        if done == store.num_chunks:
+            log.info("stage sample: store complete, nothing to sample")
+        elif done:
+            log.info("stage sample: resuming the store (%d of %d chunks done)", done,
+                     store.num_chunks)
+        if ctx.backend:
+            from ..distributed import generate
+
+            store = generate(store, progress=ctx.progress, **ctx.backend)
+        else:
+            store.generate(progress=ctx.progress)
+        return np.asarray(store.samples[...])
+
+
+def _posteriors(model: Any, samples: np.ndarray, config: RunConfig, progress: bool) -> np.ndarray:
+    """(P, G0, G1) posterior maps, R bundles per point combined as the config says."""
+    try:
+        return model.posteriors(samples, bundle=config.bundle, repeats=config.posterior_repeats,
+                                seed=config.seed + 1, progress=progress,
+                                average=config.posterior_average)
+    except TypeError as err:  # an estimator without the ``average`` argument
+        if "average" not in str(err):
+            raise
+        from .transition import log_mean_posteriors
+
+        if config.posterior_average != "log":
+            return model.posteriors(samples, bundle=config.bundle,
+                                    repeats=config.posterior_repeats, seed=config.seed + 1,
+                                    progress=progress)
+        return log_mean_posteriors(model, samples, config.bundle, config.posterior_repeats,
+                                   config.seed + 1, progress=progress)
+
+
+class PosteriorStage(Stage):
+    """The posterior estimator and its posterior maps of every grid point:
+    ``posterior.safetensors``, ``posteriors.npy`` (P, G0, G1)."""
+
+    name = "posterior"
+    outputs = ("posterior.safetensors", "posteriors.npy")
+
+    def compute(self, ctx: Context) -> tuple[Any, np.ndarray]:
+        cfg = ctx.config
+        est = ESTIMATORS[cfg.estimator]
+        samples = ctx.result("sample")
+        opts = cfg.posterior_options
+        init = dict(opts.get("init", {}))
+        if "features" in ctx.objects and "features" in init:
+            init["features"] = ctx.objects["features"]
+        model = est.build(tuple(ctx.source.sample_shape), ctx.grid_shape, init, cfg.seed)
+        fit_opts = {"bundle": cfg.bundle, "sigma": cfg.sigma, "seed": cfg.seed,
+                    "progress": ctx.progress, "checkpoint": ctx.fresh("posterior.ckpt"),
+                    **dict(opts.get("fit", {}))}
+        if ctx.strategy is not None:
+            fit_opts["strategy"] = ctx.strategy
+        model = est.fit(model, samples, ctx.axis0, ctx.axis1, fit_opts)
+        posts = np.asarray(_posteriors(model, est.bundle_samples(samples), cfg, ctx.progress),
+                           dtype=np.float64)
+        expected = (ctx.params.shape[0], *ctx.grid_shape)
+        if posts.shape != expected:
+            raise ValueError(f"posteriors: expected shape {expected} from the {cfg.estimator} "
+                             f"estimator, got {posts.shape}")
+        if est.smooth_posteriors and cfg.sigma > 0:
+            import torch
+
+            from ..geometry import smooth
+
+            posts = smooth(torch.as_tensor(posts), cfg.sigma).double().numpy()
+        if ctx.run is not None:
+            from ..io import save as save_model
+
+            save_model(model, ctx.file("posterior.safetensors"))
+            save_npy(ctx.file("posteriors.npy"), posts)
+        return model, posts
+
+    def load(self, ctx: Context) -> tuple[Any, np.ndarray]:
+        from ..io import load as load_model
+
+        posts = np.load(ctx.file("posteriors.npy"), allow_pickle=False)
+        return load_model(ctx.file("posterior.safetensors")), posts
+
+
+class PotentialStage(Stage):
+    """The convex potential ``Phi ~ log Z`` fitted to the posterior maps:
+    ``potential.safetensors`` (+ ``potential_history.json``)."""
+
+    name = "potential"
+    outputs = ("potential.safetensors",)
+
+    def compute(self, ctx: Context) -> Any:
+        from .. import geometry
+
+        cfg = ctx.config
+        _, posts = ctx.result("posterior")
+        opts = {"sigma": cfg.sigma, "checkpoint": ctx.fresh("potential.ckpt"),
+                **dict(cfg.potential_options)}
+        if ctx.strategy is not None:
+            opts["strategy"] = ctx.strategy
+        pot, history = geometry.fit_potential(posts, ctx.axis0, ctx.axis1, bundle=cfg.bundle,
+                                              progress=ctx.progress, seed=cfg.seed + 2, **opts)
+        if ctx.run is not None:
+            from ..io import save as save_model
+
+            save_model(pot, ctx.file("potential.safetensors"))
+            hist = history.as_dict() if hasattr(history, "as_dict") else {}
+            save_json(ctx.file("potential_history.json"), hist)
+        return pot
+
+    def load(self, ctx: Context) -> Any:
+        from ..io import load as load_model
+
+        return load_model(ctx.file("potential.safetensors"))
+
+
+def evaluate_potential(pot: Any, params: np.ndarray, batch: int = 4096
+                       ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Phi, grad Phi and Hess Phi of a fitted potential at points.
+
+    Args:
+        pot: a ``la.geometry`` potential (``forward``, ``gradient``, ``hessian`` on (N, 2)
+            tensors), on any device and dtype.
+        params: (N, 2) points.
+
+    Returns:
+        (N,), (N, 2), (N, 2, 2) float64 arrays.
+    """
+    import torch
+
+    try:
+        ref = next(pot.parameters())
+        dtype, device = ref.dtype, ref.device
+    except (AttributeError, StopIteration):
+        dtype, device = torch.float64, torch.device("cpu")
+    phis, grads, hesss = [], [], []
+    for start in range(0, len(params), batch):
+        t = torch.as_tensor(params[start:start + batch], dtype=dtype, device=device)
+        with torch.no_grad():
+            phi = pot.forward(t)
+        phis.append(phi.detach().cpu().double().numpy().reshape(-1))
+        grads.append(pot.gradient(t).detach().cpu().double().numpy().reshape(-1, 2))
+        hesss.append(pot.hessian(t).detach().cpu().double().numpy().reshape(-1, 2, 2))
+    return np.concatenate(phis), np.concatenate(grads), np.concatenate(hesss)
+
+
+class AtlasStage(Stage):
+    """The fields on the grid: ``atlas.npz`` (with ``labels`` when an analysis stage
+    ``provides_labels``), ``config.json``."""
+
+    name = "atlas"
+    outputs = ("atlas.npz",)
+
+    def compute(self, ctx: Context) -> Atlas:
+        pot = ctx.result("potential")
+        phi, grad, hess = evaluate_potential(pot, ctx.params)
+        g = ctx.grid_shape
+        labels = None
+        for stage in list(ctx._stages.values()):
+            if getattr(stage, "provides_labels", False):
+                labels = ctx.result(stage.name)["labels"]
+        atlas = Atlas(names=tuple(ctx.config.names), axis0=ctx.axis0, axis1=ctx.axis1,
+                      potential=phi.reshape(g), gradient=grad.reshape(*g, 2),
+                      metric=hess.reshape(*g, 2, 2), config=ctx.config.to_dict(),
+                      labels=None if labels is None else np.asarray(labels).reshape(g),
+                      potential_model=pot)
+        if ctx.run is not None:
+            atlas.save(ctx.run.path)
+        return atlas
+
+    def load(self, ctx: Context) -> Atlas:
+        return load_atlas(ctx.run.path)
+
+
+class ReportStage(Stage):
+    """``report/index.html`` (and the figures beside it), drawn from the run folder's files."""
+
+    name = "report"
+    outputs = ("report/index.html",)
+
+    def compute(self, ctx: Context) -> Path:
+        from ..report.atlas import write_report
+
+        return write_report(ctx.run.path)
+
+    def load(self, ctx: Context) -> Path:
+        return ctx.file("report/index.html")
+
+
+def core_stages() -> list[Stage]:
+    """The stages every run has, in order (analyses and the report come after)."""
+    return [SampleStage(), PosteriorStage(), PotentialStage(), AtlasStage()]
+
