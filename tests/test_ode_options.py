@@ -183,3 +183,20 @@ def test_adjoint_seminorm_and_adjoint_method() -> None:
     # rk4 at h = 0.01 on a smooth field: 4th order, error ~ h^4 = 1e-8 relative
     err = max((a - b).abs().max().item() for a, b in zip(g_rk4, g_direct))
     assert err <= 1e-6 * max(1.0, scale), err
+
+
+def test_callbacks_see_the_state_structure_and_count_steps() -> None:
+    seen: dict[str, list] = {"step": [], "accept_step": [], "reject_step": []}
+
+    def record(name):
+        return lambda t0, y0, dt: seen[name].append((float(t0), type(y0), float(dt)))
+
+    y0 = (torch.ones(3, dtype=D64), torch.zeros((), dtype=D64))
+    _, st = odeint(lambda t, y: (-y[0], y[0].sum()), y0, torch.tensor([0.0, 2.0], dtype=D64),
+                   rtol=1e-8, atol=1e-8, first_step=1.0, return_stats=True,
+                   callbacks={k: record(k) for k in seen})
+    assert len(seen["accept_step"]) == st.accepted and len(seen["reject_step"]) == st.rejected
+    assert len(seen["step"]) == st.accepted + st.rejected and st.rejected >= 1
+    assert all(c[1] is tuple for c in seen["step"])
+    with pytest.raises(ValueError, match="callbacks"):
+        odeint(_rot, Y2, torch.tensor([0.0, 1.0], dtype=D64), callbacks={"end": print})

@@ -176,15 +176,55 @@ def test_not_offered_raises_not_implemented(call, match: str) -> None:
         call()
 
 
-def test_callbacks_not_offered() -> None:
+@pytest.mark.parametrize("method", ["dopri5", "bosh3", "rk4"])
+def test_callbacks_called_like_torchdiffeq(method: str) -> None:
+    # Adaptive: "step" before every attempt, then "accept" or "reject" for it; the accepted
+    # (t0, dt) tile [0, 1]. Fixed grid: only "step", with the same (t0, dt) as torchdiffeq.
+    class F(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.calls: list[tuple[str, float, float]] = []
+
+        def forward(self, t, y):
+            return y @ A2.T
+
+        def callback_step(self, t0, y0, dt):
+            self.calls.append(("step", float(t0), float(dt)))
+
+        def callback_accept_step(self, t0, y0, dt):
+            self.calls.append(("accept", float(t0), float(dt)))
+
+        def callback_reject_step(self, t0, y0, dt):
+            self.calls.append(("reject", float(t0), float(dt)))
+
+    t = torch.linspace(0.0, 1.0, 5, dtype=D64)
+    f = F()
+    ltd.odeint(f, Y2, t, method=method, rtol=1e-6, atol=1e-6)
+    if not METHODS[method].adaptive:
+        g = F()
+        with pytest.warns(UserWarning):  # torchdiffeq: fixed grids support only callback_step
+            torchdiffeq.odeint(g, Y2, t, method=method)
+        assert f.calls == g.calls and len(f.calls) == 4
+        return
+    names = [c[0] for c in f.calls]
+    assert names[0::2] == ["step"] * (len(names) // 2)
+    assert set(names[1::2]) <= {"accept", "reject"} and "accept" in names
+    accepted = [c for c in f.calls if c[0] == "accept"]
+    assert accepted[0][1] == 0.0
+    for a, b in zip(accepted[:-1], accepted[1:]):
+        assert abs(a[1] + a[2] - b[1]) < 1e-15
+    assert abs(accepted[-1][1] + accepted[-1][2] - 1.0) < 1e-15
+
+
+def test_adjoint_callbacks_not_offered() -> None:
     class F(torch.nn.Module):
         def forward(self, t, y):
             return -y
 
-        def callback_step(self, t0, y0, dt):
+        def callback_step_adjoint(self, t0, y0, dt):
             pass
 
-    with pytest.raises(NotImplementedError, match="callback_step"):
+    with pytest.raises(NotImplementedError, match="callback_step_adjoint"):
         ltd.odeint(F(), Y2, torch.tensor([0.0, 1.0], dtype=D64))
 
 

@@ -155,6 +155,7 @@ _OPTION_NAMES = (
     "step_size", "first_step", "min_step", "max_step", "max_steps", "safety", "ifactor", "dfactor",
     "grid_constructor", "step_t", "jump_t", "perturb", "norm",
 )
+_CALLBACK_NAMES = ("step", "accept_step", "reject_step")
 
 
 def _times_option(name: str, value: Any) -> tuple[float, ...]:
@@ -275,6 +276,26 @@ def _flat_norm(norm: Any, flat: _Flatten, where: str = "") -> Callable[[Tensor],
     return flat_norm
 
 
+def _flat_callbacks(
+    callbacks: Any, flat: _Flatten
+) -> dict[str, Callable[[Tensor, Tensor, Tensor], Any]] | None:
+    """User callbacks ``fn(t0, y0 (state structure), dt)`` as callbacks on flat states."""
+    if callbacks is None:
+        return None
+    if not isinstance(callbacks, dict) or not set(callbacks) <= set(_CALLBACK_NAMES) or not all(
+        callable(c) for c in callbacks.values()
+    ):
+        raise ValueError(
+            f"callbacks: expected a dict of callables with keys among {_CALLBACK_NAMES}, got "
+            f"{callbacks!r}"
+        )
+
+    def wrap(cb: Callable[..., Any]) -> Callable[[Tensor, Tensor, Tensor], Any]:
+        return lambda t0, y, dt: cb(t0, flat.unflatten(y), dt)
+
+    return {k: wrap(c) for k, c in callbacks.items()}
+
+
 def _check_tol(name: str, value: Any) -> float:
     if isinstance(value, Tensor):
         if value.numel() != 1:
@@ -313,6 +334,7 @@ def odeint(
     ifactor: float = 10.0,
     dfactor: float = 0.2,
     event_fn: Callable[[Tensor, State], Tensor] | None = None,
+    callbacks: dict[str, Callable[[Tensor, State, Tensor], Any]] | None = None,
     adjoint_method: str | None = None,
     adjoint_rtol: float | None = None,
     adjoint_atol: float | None = None,
@@ -365,6 +387,9 @@ def odeint(
             and the result is ``(event_t, states)`` with ``states`` = y at ``(t0, event_t)``.
             ``event_t`` carries no gradient here: use :func:`~latentatlas.ode.odeint_event` for
             gradients through the event time.
+        callbacks: ``{"step" | "accept_step" | "reject_step": fn(t0, y0, dt)}``, called before
+            every step attempt and after each accepted / rejected step of the forward solve
+            (``y0`` shaped like the state; fixed-grid methods call only ``"step"``).
         adjoint_method, adjoint_rtol, adjoint_atol: the backward (adjoint) solve's method and
             tolerances (default: the forward ones).
         adjoint_options: the backward solve's step options (keys as the keyword arguments above,
@@ -404,6 +429,7 @@ def odeint(
         dfactor=dfactor, grid=grid, step_t=step_t, jump_t=jump_t, perturb=perturb,
         norm=_flat_norm(norm, flat),
     )
+    opts.callbacks = _flat_callbacks(callbacks, flat)
     stats = ODEStats()
     func = flat.flat_func(f)
     event = None

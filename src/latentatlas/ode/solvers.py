@@ -117,6 +117,9 @@ class StepOptions:
             time and stages at ``c = 1`` just before its end time (as torchdiffeq's ``perturb``).
         norm: error norm of a flat (N,) vector as a python float (default: RMS, mixed over tuple
             components).
+        callbacks: ``{"step" | "accept_step" | "reject_step": fn(t0, y0 (N,), dt)}`` called before
+            every step attempt / after an accepted / a rejected adaptive step (``t0``, ``dt``
+            0-dim tensors; fixed-grid methods call only ``"step"``), as torchdiffeq's callbacks.
     """
 
     step_size: float | None = None
@@ -132,6 +135,7 @@ class StepOptions:
     jump_t: tuple[float, ...] = ()
     perturb: bool = False
     norm: Callable[[Tensor], float] | None = None
+    callbacks: dict[str, Callable[[Tensor, Tensor, Tensor], object]] | None = None
 
 
 class _Coefficients:
@@ -264,6 +268,13 @@ class _Solver:
         if shift:
             tt = _nudge(tt, shift)
         return self.func(tt, y)
+
+    def _callback(self, name: str, t: float, tt: Tensor | None, y: Tensor, h: float) -> None:
+        cbs = self.opts.callbacks
+        if cbs and name in cbs:
+            with torch.no_grad():
+                cbs[name](tt.detach() if tt is not None else self._time(t), y.detach(),
+                          self._time(h))
 
     def _count_step(self, t: float, h: float) -> None:
         self.steps += 1
@@ -482,6 +493,7 @@ class _Solver:
             else:
                 hh = h
             self._count_step(t, h)
+            self._callback("step", t, tt, y, h)
             if k1 is None:
                 k1 = self._eval(t, tt, y, d if perturb else 0.0)
             y1, _, ks = self._stages(t, tt, y, h, hh, k1, prev=perturb)
@@ -557,6 +569,7 @@ class _Solver:
                     f"integrating over [{_fmt(times[0])}, {_fmt(t_end)}]; the solution probably "
                     "blows up or the ODE is stiff"
                 )
+            self._callback("step", t, tt, y, h)
             y1, K, ks = self._stages(t, tt, y, h, hh, k1, prev=on_jump)
             ratio = self._error_ratio(y, y1, K, h)
             if not math.isfinite(ratio):
@@ -564,6 +577,7 @@ class _Solver:
                 # some time, the step shrinks until max_steps / underflow -> ODENonFiniteError).
                 self.stats.rejected += 1
                 self.nonfinite_rejections += 1
+                self._callback("reject_step", t, tt, y, h)
                 rejected_last = True
                 h_abs *= opts.dfactor
                 if h_abs <= opts.min_step:
@@ -572,6 +586,7 @@ class _Solver:
             fac11 = ratio**inv_order
             if ratio <= 1.0 or h_abs <= opts.min_step:
                 self.stats.accepted += 1
+                self._callback("accept_step", t, tt, y, h)
                 t_new = t_end if last else t + h
                 tt_new = tt + hh if self.grad else None
                 rc = None
@@ -608,6 +623,7 @@ class _Solver:
                     self.last_h = d * h_abs  # proposed next step (a clipped last step is short)
             else:
                 self.stats.rejected += 1
+                self._callback("reject_step", t, tt, y, h)
                 rejected_last = True
                 h_abs = h_abs * max(opts.dfactor, opts.safety / fac11)
         return out

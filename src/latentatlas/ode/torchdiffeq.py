@@ -12,9 +12,13 @@ Same signatures and defaults as torchdiffeq 0.2 (``rtol=1e-7``, ``atol=1e-9``, `
 - :func:`odeint_adjoint` with ``adjoint_rtol/atol/method/options/params`` (``norm="seminorm"``
   in ``adjoint_options``), :func:`odeint_event` with implicit gradients of the event time.
 
+- callbacks ``func.callback_step``, ``callback_accept_step``, ``callback_reject_step`` (forward
+  solve; fixed-grid methods call only ``callback_step``).
+
 Not offered (raise ``NotImplementedError`` naming it): the Adams methods (``explicit_adams``,
-``implicit_adams``, ``fixed_adams``), ``scipy_solver``, callbacks (``callback_step`` ... on
-``func``), per-element or per-component tolerances, a callable adjoint norm.
+``implicit_adams``, ``fixed_adams``), ``scipy_solver``, the adjoint callbacks
+(``callback_step_adjoint`` ...), per-element or per-component tolerances, a callable adjoint
+norm.
 
 Differences by design: rk4 is the classical tableau (torchdiffeq's is the 3/8 rule; both 4th
 order); with ``step_size`` the last step before each requested time is clipped onto it instead of
@@ -88,12 +92,17 @@ def _options(options: dict[str, Any] | None, where: str = "options") -> dict[str
     return out
 
 
-def _check_func(func: Any) -> None:
-    for name in _CALLBACKS:
+def _callbacks(func: Any) -> dict[str, Any]:
+    """``func.callback_step`` etc. -> ``{"callbacks": {...}}`` for :func:`latentatlas.ode.odeint`
+    (forward solve); the adjoint callbacks are not offered."""
+    for name in _CALLBACKS[3:]:
         if hasattr(func, name):
             raise NotImplementedError(
-                f"func.{name}: solver callbacks are not offered by latentatlas.ode"
+                f"func.{name}: callbacks of the adjoint solve are not offered by latentatlas.ode"
             )
+    cbs = {name[len("callback_"):]: getattr(func, name) for name in _CALLBACKS[:3]
+           if hasattr(func, name)}
+    return {"callbacks": cbs} if cbs else {}
 
 
 def _event_bound(t: Tensor) -> Tensor:
@@ -123,8 +132,7 @@ def odeint(
     With ``event_fn``: ``t`` has two times (``t[1]`` only sets the direction) and the result is
     ``(event_t, states (2, ...))``.
     """
-    _check_func(func)
-    kwargs = _options(options)
+    kwargs = {**_options(options), **_callbacks(func)}
     if event_fn is not None:
         t = _event_bound(t)
     return _odeint(func, y0, t, method=_method(method), rtol=rtol, atol=atol,
@@ -157,7 +165,6 @@ def odeint_adjoint(
             "adjoint_params: func is not an nn.Module, so its parameters cannot be found; pass "
             "adjoint_params explicitly (adjoint_params=() if there are none)"
         )
-    _check_func(func)
     if adjoint_method is not None and adjoint_method != method and options is not None \
             and adjoint_options is None:
         raise ValueError(
@@ -165,7 +172,7 @@ def odeint_adjoint(
             "adjoint_options cannot be inferred from them; pass adjoint_options too"
         )
     method = _method(method)
-    kwargs = _options(options)
+    kwargs = {**_options(options), **_callbacks(func)}
     b_method = _method(adjoint_method, "adjoint_method") if adjoint_method is not None else None
     b_options = _options(adjoint_options, "adjoint_options") if adjoint_options is not None \
         else None
@@ -217,9 +224,8 @@ def odeint_event(
             "odeint_interface: only latentatlas.ode.torchdiffeq.odeint / odeint_adjoint are "
             f"offered, got {odeint_interface!r}"
         )
-    _check_func(func)
     method = _method(kwargs.pop("method", None))
-    options = _options(kwargs.pop("options", None))
+    options = {**_options(kwargs.pop("options", None)), **_callbacks(func)}
     rtol = kwargs.pop("rtol", 1e-7)
     atol = kwargs.pop("atol", 1e-9)
     if kwargs:
