@@ -216,6 +216,34 @@ class SampleStore:
             )
         return cls(path, meta)
 
+    def check_matches(self, source: Source, params: np.ndarray, samples_per_point: int,
+                      seed: int) -> SampleStore:
+        """Check that this store holds the samples of ``source`` at ``params`` (P, d) with
+        ``samples_per_point`` samples per point and ``seed`` (e.g. a store filled by
+        ``latentatlas sample`` reused by ``latentatlas atlas --store``); returns self.
+
+        Raises:
+            ValueError: naming what differs (source, grid, samples per point, seed).
+        """
+        fingerprint, config = source.fingerprint()
+        params = np.asarray(params, dtype=np.float64)
+        mine = self._meta
+        diffs = []
+        if mine.get("source_fingerprint") != fingerprint:
+            diffs.append(f"source {type(source).__name__} {config} != stored "
+                         f"{mine.get('source_class')} {mine.get('source_config')}")
+        if mine.get("num_points") != len(params) or mine.get("params_hash") != _params_hash(
+                params):
+            diffs.append(f"grid of {len(params)} points != the stored grid of "
+                         f"{mine.get('num_points')} points (bounds and resolution must match)")
+        for key, value in (("samples_per_point", samples_per_point), ("seed", seed)):
+            if mine.get(key) != value:
+                diffs.append(f"{key} {value!r} != stored {mine.get(key)!r}")
+        if diffs:
+            raise ValueError(f"store: {str(self.path)!r} holds other samples than this run needs ("
+                             + "; ".join(diffs) + ")")
+        return self
+
     def _check_same(self, meta: dict[str, Any], params: np.ndarray) -> None:
         mine = self._meta
         diffs = []

@@ -171,11 +171,8 @@ class SampleStage(Stage):
 
         cfg = ctx.config
         if ctx.store is not None:
-            store = SampleStore.open(ctx.store)
-            store._check_same({**store.metadata, "source_fingerprint":
-                               cfg.source["fingerprint"], "samples_per_point":
-                               cfg.samples_per_point, "seed": cfg.seed}, ctx.params)
-            return store
+            return SampleStore.open(ctx.store).check_matches(
+                ctx.source, ctx.params, cfg.samples_per_point, cfg.seed)
         path = ctx.file("store.zarr")
         if ctx.run is not None and ctx.run.force and "sample" not in ctx.run.computed:
             ctx.run.fresh("store.zarr")
