@@ -200,3 +200,28 @@ def test_callbacks_see_the_state_structure_and_count_steps() -> None:
     assert all(c[1] is tuple for c in seen["step"])
     with pytest.raises(ValueError, match="callbacks"):
         odeint(_rot, Y2, torch.tensor([0.0, 1.0], dtype=D64), callbacks={"end": print})
+
+
+def test_per_element_tolerances_tuple_and_adjoint() -> None:
+    # A tight tolerance on one component and a loose one on the other: more steps than loose
+    # everywhere, fewer than tight everywhere; the adjoint accepts them too (the parameter part
+    # of the backward state uses the tightest).
+    f = lambda t, y: (y[1], -y[0])  # noqa: E731
+    y0 = (torch.ones(3, dtype=D64), torch.zeros(3, dtype=D64))
+    t = torch.tensor([0.0, 2.0], dtype=D64)
+    steps = [odeint(f, y0, t, rtol=r, atol=r, return_stats=True)[1].accepted
+             for r in (1e-3, (1e-3, 1e-9), 1e-9)]
+    assert steps[0] < steps[1] <= steps[2]
+    w = torch.tensor(1.0, dtype=D64, requires_grad=True)
+    tol = torch.tensor([1e-6, 1e-9], dtype=D64)
+    ys, st = odeint(lambda t, y: w * (y @ A2.T), Y2, t, rtol=tol, atol=tol, adjoint=True,
+                    params=[w], return_stats=True)
+    (g,) = torch.autograd.grad(ys[-1].sum(), (w,))
+    w2 = torch.tensor(1.0, dtype=D64, requires_grad=True)
+    (g2,) = torch.autograd.grad(odeint(lambda t, y: w2 * (y @ A2.T), Y2, t, rtol=1e-10,
+                                       atol=1e-10)[-1].sum(), (w2,))
+    # accepted-steps bound with the loosest tolerance, |y|, |a| <= ~2 (t = 2, |A| ~ 2)
+    bound = 2 * (st.accepted + st.accepted_backward) * (1e-6 + 1e-6 * 2) * 2
+    assert abs(g.item() - g2.item()) <= bound, (g.item(), g2.item(), bound)
+    with pytest.raises(ValueError, match="atol"):
+        odeint(f, y0, t, atol=(1e-3,))

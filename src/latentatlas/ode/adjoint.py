@@ -46,8 +46,8 @@ class AdjointSettings:
     """
 
     method: str
-    rtol: float
-    atol: float
+    rtol: float | Tensor
+    atol: float | Tensor
     opts: StepOptions
     seminorm: bool = False
     state_norm: Callable[[Tensor], float] | None = None
@@ -59,8 +59,8 @@ class _Spec:
     params: list[Tensor]
     times: list[float]
     method: str
-    rtol: float
-    atol: float
+    rtol: float | Tensor
+    atol: float | Tensor
     opts: StepOptions
     stats: ODEStats
     norm_sizes: list[int]
@@ -116,6 +116,14 @@ def _warn_missing_params(out: Tensor, known: Sequence[Tensor]) -> None:
             "in params= (default: f.parameters() when f is an nn.Module).",
             stacklevel=2,
         )
+
+
+def _augmented_tol(tol: float | Tensor, P: int) -> float | Tensor:
+    """Per-element tolerance (N,) -> (2N + P,) for [y, a, g]: the state's for y and a, its
+    minimum for the parameter gradients."""
+    if not isinstance(tol, Tensor):
+        return tol
+    return torch.cat([tol, tol, tol.min().expand(P)])
 
 
 class _OdeintAdjoint(torch.autograd.Function):
@@ -189,6 +197,7 @@ class _OdeintAdjoint(torch.autograd.Function):
         times = spec.times
         st = spec.settings
         b_opts = replace(st.opts, norm=_backward_norm(spec, N, sizes, ys))
+        b_rtol, b_atol = _augmented_tol(st.rtol, P), _augmented_tol(st.atol, P)
         h0: float | None = None
         with torch.no_grad():
             for i in range(T - 1, 0, -1):
@@ -203,8 +212,8 @@ class _OdeintAdjoint(torch.autograd.Function):
                         torch.cat([ys[i], a, g]),
                         [times[i], times[i - 1]],
                         st.method,
-                        rtol=st.rtol,
-                        atol=st.atol,
+                        rtol=b_rtol,
+                        atol=b_atol,
                         opts=b_opts,
                         stats=bstats,
                         t_dtype=t.dtype,
@@ -243,8 +252,8 @@ def odeint_adjoint_flat(
     times: Sequence[float],
     method: str,
     *,
-    rtol: float,
-    atol: float,
+    rtol: float | Tensor,
+    atol: float | Tensor,
     opts: StepOptions,
     stats: ODEStats,
     params: Sequence[Tensor],

@@ -296,17 +296,37 @@ def _flat_callbacks(
     return {k: wrap(c) for k, c in callbacks.items()}
 
 
-def _check_tol(name: str, value: Any) -> float:
-    if isinstance(value, Tensor):
-        if value.numel() != 1:
-            raise NotImplementedError(
-                f"{name}: per-element tolerances (a tensor of shape {tuple(value.shape)}) are not "
-                "supported; pass a number"
-            )
+Tol = float | Tensor
+
+
+def _check_tol(name: str, value: Any, flat: _Flatten | None = None) -> Tol:
+    """A positive tolerance: a number, or per element (a tensor shaped like the state, or a tuple
+    with one number or tensor per component of a tuple state) -> a flat (N,) tensor."""
+    if isinstance(value, Tensor) and value.numel() == 1:
         value = value.item()
-    if isinstance(value, tuple | list):
-        raise NotImplementedError(f"{name}: per-component tolerances are not supported; pass a number")
-    return _check_positive(name, value)
+    if not isinstance(value, Tensor | tuple | list):
+        return _check_positive(name, value)
+    if flat is None:
+        raise NotImplementedError(f"{name}: per-element tolerances are not offered here; pass a number")
+    parts = tuple(value) if isinstance(value, tuple | list) else (value,)
+    if isinstance(value, tuple | list) != flat.is_tuple or len(parts) != len(flat.shapes):
+        raise ValueError(
+            f"{name}: expected a number, a tensor shaped like y0, or (for a tuple state) a tuple "
+            f"of {len(flat.shapes)} numbers or tensors; got {_describe(value)}"
+        )
+    out = []
+    for p, shape in zip(parts, flat.shapes):
+        p = torch.as_tensor(p, dtype=torch.float64).detach()
+        if p.numel() != 1 and p.shape != shape:
+            raise ValueError(
+                f"{name}: a per-element tolerance must have the state's shape {tuple(shape)}, "
+                f"got {tuple(p.shape)}"
+            )
+        out.append(p.expand(shape).reshape(-1))
+    tol = torch.cat(out)
+    if not bool(((tol > 0) & torch.isfinite(tol)).all()):
+        raise ValueError(f"{name}: expected positive finite tolerances, got {tol.tolist()}")
+    return tol
 
 
 def odeint(
@@ -355,7 +375,10 @@ def odeint(
             ``"heun3"``, ``"rk4"`` (see :data:`~latentatlas.ode.METHODS`).
         rtol, atol: relative / absolute tolerance of the local error test, in the RMS norm over
             all entries of the state (for tuple states: the max over components of their RMS
-            norms, as torchdiffeq). A batch (B, D) shares one step size.
+            norms, as torchdiffeq). A batch (B, D) shares one step size. Numbers, or per element:
+            a tensor shaped like y0 (a tuple of numbers / tensors for a tuple state).
+        adjoint_rtol, adjoint_atol: the same for the backward solve (per-element tolerances
+            apply to the state and the adjoint; the parameter part uses their minimum).
         adjoint: if True, gradients are computed with the adjoint method (memory independent of
             the number of steps; one extra backward solve) instead of backpropagating through the
             solver's operations.
@@ -408,8 +431,6 @@ def odeint(
     """
     if not isinstance(method, str) or method not in METHODS:
         raise ValueError(f"method: expected one of {sorted(METHODS)}, got {method!r}")
-    rtol = _check_tol("rtol", rtol)
-    atol = _check_tol("atol", atol)
     if not callable(f):
         raise ValueError(f"f: expected a callable f(t, y), got {type(f).__name__}")
     if event_fn is not None and not callable(event_fn):
@@ -418,6 +439,8 @@ def odeint(
     flat = _Flatten(y0)
     parts = tuple(y0) if flat.is_tuple else (y0,)
     like = parts[0]
+    rtol = _on(_check_tol("rtol", rtol, flat), like)
+    atol = _on(_check_tol("atol", atol, flat), like)
     t = _check_t(t, like, event=event_fn is not None)
     times = t.detach().cpu().tolist()
     if len(times) > 1 and times[-1] == times[0]:
@@ -477,10 +500,14 @@ def odeint(
     return (result, stats) if return_stats else result
 
 
+def _on(tol: Tol, like: Tensor) -> Tol:
+    return tol.to(dtype=like.dtype, device=like.device) if isinstance(tol, Tensor) else tol
+
+
 def _adjoint_settings(
     method: str,
-    rtol: float,
-    atol: float,
+    rtol: Tol,
+    atol: Tol,
     opts: StepOptions,
     adjoint_method: str | None,
     adjoint_rtol: float | None,
@@ -498,8 +525,11 @@ def _adjoint_settings(
         raise ValueError(
             f"adjoint_method: expected one of {sorted(METHODS)}, got {adjoint_method!r}"
         )
-    b_rtol = rtol if adjoint_rtol is None else _check_tol("adjoint_rtol", adjoint_rtol)
-    b_atol = atol if adjoint_atol is None else _check_tol("adjoint_atol", adjoint_atol)
+    like = (tuple(y0) if flat.is_tuple else (y0,))[0]
+    b_rtol = rtol if adjoint_rtol is None else _on(_check_tol("adjoint_rtol", adjoint_rtol, flat),
+                                                   like)
+    b_atol = atol if adjoint_atol is None else _on(_check_tol("adjoint_atol", adjoint_atol, flat),
+                                                   like)
     seminorm = False
     if adjoint_options is None:
         if adjoint_method == method:

@@ -226,8 +226,8 @@ class _Solver:
         times: Sequence[float],
         t_tensor: Tensor | None,
         t_dtype: torch.dtype,
-        rtol: float,
-        atol: float,
+        rtol: float | Tensor,
+        atol: float | Tensor,
         opts: StepOptions,
         stats: ODEStats,
         norm_sizes: Sequence[int] | None,
@@ -635,8 +635,8 @@ def integrate(
     times: Sequence[float],
     method: str,
     *,
-    rtol: float,
-    atol: float,
+    rtol: float | Tensor,
+    atol: float | Tensor,
     opts: StepOptions,
     stats: ODEStats,
     t_tensor: Tensor | None = None,
@@ -654,7 +654,7 @@ def integrate(
         times: the T output times (python floats, strictly monotone). With ``event``: two times,
             ``t0`` and a bound in the direction of integration (may be +-inf).
         method: a key of :data:`METHODS`.
-        rtol, atol: tolerances (adaptive methods).
+        rtol, atol: tolerances (adaptive methods): numbers or per-element (N,) tensors.
         opts: step-size options.
         stats: counters updated in place.
         t_tensor: (T,) times as a tensor; when autograd is on, outputs are differentiable w.r.t. it.
