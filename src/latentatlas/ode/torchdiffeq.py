@@ -13,12 +13,12 @@ Same signatures and defaults as torchdiffeq 0.2 (``rtol=1e-7``, ``atol=1e-9``, `
   in ``adjoint_options``), :func:`odeint_event` with implicit gradients of the event time.
 
 - callbacks ``func.callback_step``, ``callback_accept_step``, ``callback_reject_step`` (forward
-  solve; fixed-grid methods call only ``callback_step``).
+  solve; fixed-grid methods call only ``callback_step``);
+- per-element (tensor shaped like ``y0``) and per-component (tuple) tolerances.
 
 Not offered (raise ``NotImplementedError`` naming it): the Adams methods (``explicit_adams``,
 ``implicit_adams``, ``fixed_adams``), ``scipy_solver``, the adjoint callbacks
-(``callback_step_adjoint`` ...), per-element or per-component tolerances, a callable adjoint
-norm.
+(``callback_step_adjoint`` ...), a callable adjoint norm.
 
 Differences by design: rk4 is the classical tableau (torchdiffeq's is the 3/8 rule; both 4th
 order); with ``step_size`` the last step before each requested time is clipped onto it instead of
