@@ -334,8 +334,8 @@ def odeint(
     y0: State,
     t: Tensor | Sequence[float],
     method: str = "dopri5",
-    rtol: float = 1e-6,
-    atol: float = 1e-8,
+    rtol: float | Tensor | Sequence[float | Tensor] = 1e-6,
+    atol: float | Tensor | Sequence[float | Tensor] = 1e-8,
     adjoint: bool = False,
     params: Iterable[Tensor] | None = None,
     step_size: float | None = None,
@@ -356,8 +356,8 @@ def odeint(
     event_fn: Callable[[Tensor, State], Tensor] | None = None,
     callbacks: dict[str, Callable[[Tensor, State, Tensor], Any]] | None = None,
     adjoint_method: str | None = None,
-    adjoint_rtol: float | None = None,
-    adjoint_atol: float | None = None,
+    adjoint_rtol: float | Tensor | Sequence[float | Tensor] | None = None,
+    adjoint_atol: float | Tensor | Sequence[float | Tensor] | None = None,
     adjoint_options: dict[str, Any] | None = None,
 ) -> Any:
     """Solve ``dy/dt = f(t, y)`` from ``y(t[0]) = y0`` and return ``y`` at every time in ``t``.
