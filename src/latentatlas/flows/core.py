@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from torch import Tensor, nn
 
 from ..io import Configurable
-from .distributions import StandardNormal
+from .distributions import FlowDistribution, StandardNormal
 
 __all__ = [
     "ComposedTransform", "Flow", "Transform", "check_context", "check_features", "check_transform_input",
@@ -179,6 +179,25 @@ class Flow(Configurable, nn.Module):
         """Log-density of data. x: (B, D), context: (B, C) or None -> (B,)."""
         z, logdet = self.forward(x, context)
         return self.base.log_prob(z) + logdet
+
+    def distribution(self, context: Tensor | None = None) -> FlowDistribution:
+        """This flow at a fixed context as a ``torch.distributions.Distribution`` (like zuko's
+        ``flow(c)``): ``log_prob``, ``sample``, ``rsample`` (see :class:`FlowDistribution`).
+
+        Args:
+            context: None (unconditional flow), (C,) (batch shape ()) or (B, C) (batch shape (B,)).
+        """
+        if self.context_features == 0:
+            check_context(context, 0)
+        elif not isinstance(context, Tensor) or context.dim() not in (1, 2) or (
+            context.shape[-1] != self.context_features
+        ):
+            got = tuple(context.shape) if isinstance(context, Tensor) else context
+            raise ValueError(
+                f"context: expected shape ({self.context_features},) or (B, {self.context_features}),"
+                f" got {got}"
+            )
+        return FlowDistribution(self, context)
 
     def sample(self, n: int, context: Tensor | None = None) -> Tensor:
         """Draw samples: (n, D) without context; (n, B, D) for a context batch (B, C)."""
