@@ -271,6 +271,13 @@ def test_zero_dim_member_of_tuple_state() -> None:
     assert xs.shape == (3,) and vs.shape == (3, 2)
     torch.testing.assert_close(xs, torch.exp(-t), rtol=0, atol=1e-9)
     torch.testing.assert_close(vs, (1 - torch.exp(-t))[:, None].expand(3, 2), rtol=0, atol=1e-9)
+    # adjoint: d(x(1) + sum v(1)) / d x0 = e^-1 + 2 (1 - e^-1), / d v0 = 1
+    x0, v0 = x0.clone().requires_grad_(), v0.clone().requires_grad_()
+    xs, vs = odeint(lambda t, y: (-y[0], y[0].expand(2)), (x0, v0), t[:2], rtol=1e-10,
+                    atol=1e-10, adjoint=True)
+    (xs[-1] + vs[-1].sum()).backward()
+    assert abs(x0.grad.item() - (math.exp(-1) + 2 * (1 - math.exp(-1)))) < 1e-8
+    torch.testing.assert_close(v0.grad, torch.ones(2, dtype=D64), rtol=0, atol=1e-12)
 
 
 @pytest.mark.parametrize("grad", [False, True])
