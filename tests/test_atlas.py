@@ -152,21 +152,42 @@ def test_compare_zero_for_identical_and_known_values():
 
 
 def test_run_folder_refuses_another_config(tmp_path):
-    cfg = {"a": 1, "version": "0.1.0"}
-    run = RunFolder(tmp_path / "run", cfg)
+    import latentatlas as la
+    from latentatlas.atlas import RunConfig
+
+    src = la.sources.GaussianFamily()
+    cfg = RunConfig.make(src, resolution=8, seed=1)
+    run = RunFolder(tmp_path / "run", cfg, source=src)
     (tmp_path / "run" / "atlas.npz").write_bytes(b"x")
-    assert run.done("atlas") and not run.done("sample")
+    assert run.done("atlas", ("atlas.npz",)) and not run.done("sample", ("store.zarr",))
     before = (tmp_path / "run" / "config.json").read_text()
-    with pytest.raises(ValueError, match="holds a run with another config \\(a=1 there vs 2 here"):
-        RunFolder(tmp_path / "run", {"a": 2, "version": "0.1.0"})
+    with pytest.raises(ValueError, match="holds a run with another config \\(seed=1 there vs 2 "
+                                         "here"):
+        RunFolder(tmp_path / "run", cfg.replace(seed=2))
     assert (tmp_path / "run" / "config.json").read_text() == before
     # the package version does not count; force recomputes
-    assert not RunFolder(tmp_path / "run", {"a": 1, "version": "9"}, force=True).done("atlas")
+    assert not RunFolder(tmp_path / "run", cfg.replace(version="9"), force=True).done(
+        "atlas", ("atlas.npz",))
     # a folder with outputs but no config is not adopted
     (tmp_path / "other").mkdir()
     (tmp_path / "other" / "store.zarr").mkdir()
     with pytest.raises(ValueError, match="holds run outputs but no config.json"):
-        RunFolder(tmp_path / "other", cfg)
+        RunFolder(tmp_path / "other", cfg, outputs=("store.zarr",))
+
+
+def test_run_config_round_trips_and_rebuilds_the_source(tmp_path):
+    import latentatlas as la
+    from latentatlas.atlas import RunConfig, source_from_config
+
+    src = la.sources.Ising2D(L=6, coords="natural", algorithm="wolff")
+    cfg = RunConfig.make(src, resolution=(8, 6), samples_per_point=8, bundle=2, seed=3)
+    back = RunConfig.from_dict(json.loads(json.dumps(cfg.to_dict())))
+    assert back == cfg and back.differences(cfg) == []
+    assert back.bounds == ((0.25, 0.65), (-0.3, 0.3))  # the source's own defaults
+    rebuilt = source_from_config(back)
+    assert type(rebuilt) is la.sources.Ising2D and rebuilt.fingerprint() == src.fingerprint()
+    with pytest.raises(ValueError, match="not a latentatlas source"):
+        source_from_config({"source": {"class": "os.system", "config": {}}})
 
 
 @pytest.mark.slow
@@ -183,7 +204,8 @@ def test_end_to_end_gaussian_recovers_closed_form_metric(tmp_path):
                   seed=0, out=tmp_path, progress=False, analyses=False, report=False,
                   posterior_options={"fit": {"steps": 500}}, potential_options={"steps": 600})
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
-        ["config.json", "store.zarr", "posterior.safetensors", "posteriors.npy",
+        ["config.json", "source.safetensors", "store.zarr", "posterior.safetensors",
+         "posteriors.npy",
          "potential.safetensors", "potential_history.json", "atlas.npz", "timings.json",
          "posterior.ckpt", "potential.ckpt"])
     ref = exact_reference(source, atlas.axis0, atlas.axis1)

@@ -9,7 +9,7 @@ import time
 import numpy as np
 import pytest
 
-from latentatlas.atlas import load, run_config
+from latentatlas.atlas import RunConfig, load
 from latentatlas.cli import main
 
 
@@ -49,9 +49,9 @@ def test_run_folder_of_another_config_is_refused(tmp_path, capsys):
 
     out = tmp_path / "run"
     out.mkdir()
-    cfg = run_config(la.sources.Ising2D(L=4, coords="natural", algorithm="wolff"),
-                     resolution=8, samples_per_point=8, bundle=4, seed=1)
-    (out / "config.json").write_text(json.dumps(cfg))
+    cfg = RunConfig.make(la.sources.Ising2D(L=4, coords="natural", algorithm="wolff"),
+                         resolution=8, samples_per_point=8, bundle=4, seed=1)
+    (out / "config.json").write_text(json.dumps(cfg.to_dict()))
     (out / "atlas.npz").write_bytes(b"not touched")
     before = _snapshot(out)
     time.sleep(0.01)

@@ -32,7 +32,7 @@ GEN = textwrap.dedent('''
         return (torch.as_tensor(x).reshape(len(x), -1).mean(1) > 0.5).long()
 ''')
 
-FAST = ["--resolution", "10", "--posterior-resolution", "10", "--eta-resolution", "6",
+FAST = ["--resolution", "10", "--eta-resolution", "6",
         "--zoom-points", "1", "--zoom-resolution", "8", "--path-points", "6",
         "--path-samples", "2", "--potential-steps", "2", "--quiet"]
 
@@ -66,8 +66,14 @@ def test_custom_end_to_end(tmp_path, genmod, capsys) -> None:
         assert data["labels"].shape == (10, 10) and data["metric"].shape == (10, 10, 2, 2)
         assert np.isfinite(data["metric"]).all()
     cfg = json.loads((out / "config.json").read_text())
-    # the anchors recorded are rows 0, 5, 7 of the file
-    assert np.allclose(cfg["source"]["anchors"], lat[[0, 5, 7]])
+    # the anchors recorded (in source.safetensors, referenced by config.json) are rows 0, 5, 7
+    from latentatlas.atlas import source_from_config
+
+    assert cfg["source"]["config"]["generator"] == f"{genmod}:decoder"
+    with pytest.raises(ValueError, match="user code"):
+        source_from_config(cfg, out)
+    plane = source_from_config(cfg, out, trust_generator=True)
+    assert np.allclose(plane.anchors.numpy(), lat[[0, 5, 7]])
     scalars = json.loads((out / "planes.json").read_text())
     for key in ("phase_agreement", "interpolation", "zoom", "lipschitz", "path", "eta"):
         assert key in scalars

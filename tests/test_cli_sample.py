@@ -30,7 +30,8 @@ def run(args: list[str], capsys) -> tuple[int, str, str]:
 
 def test_ising_store_matches_source(tmp_path, capsys) -> None:
     out = tmp_path / "ising"
-    args = ["sample", "ising", "--L", "6", "--grid", "3x4", "--samples", "4", "--seed", "5",
+    args = ["sample", "ising", "--L", "6", "--coords", "temperature", "--algorithm", "metropolis",
+            "--resolution", "3x4", "--samples", "4", "--seed", "5",
             "--bounds", "1.5", "3.5", "-0.2", "0.4", "--chunk", "5", "--out", str(out), "--quiet"]
     code, stdout, _ = run(args, capsys)
     assert code == 0 and "generated" in stdout
@@ -47,7 +48,7 @@ def test_ising_store_matches_source(tmp_path, capsys) -> None:
 
 def test_tasep_and_options(tmp_path, capsys) -> None:
     out = tmp_path / "tasep"
-    code, _, _ = run(["sample", "tasep", "--L", "5", "--grid", "3", "--samples", "2", "--thin",
+    code, _, _ = run(["sample", "tasep", "--L", "5", "--resolution", "3", "--samples", "2", "--thin",
                       "2", "--burn-in", "20", "--out", str(out), "--quiet"], capsys)
     assert code == 0
     store = SampleStore.open(out)
@@ -55,7 +56,7 @@ def test_tasep_and_options(tmp_path, capsys) -> None:
     np.testing.assert_array_equal(
         store.samples[...], TASEP(5, burn_in=20, thin=2).sample(params, 2, seed=0)
     )
-    code, _, _ = run(["sample", "ising", "--L", "4", "--grid", "2", "--samples", "2", "--coords",
+    code, _, _ = run(["sample", "ising", "--L", "4", "--resolution", "2", "--samples", "2", "--coords",
                       "natural", "--algorithm", "wolff", "--out", str(tmp_path / "n"), "--quiet"],
                      capsys)
     assert code == 0
@@ -74,20 +75,22 @@ def test_help(capsys) -> None:
     ("extra", "match"),
     [
         (["--L", "1"], "L: expected"),
-        (["--grid", "1"], "--grid"),
-        (["--grid", "abc"], "--grid"),
+        (["--resolution", "1"], "resolution"),
+        (["--resolution", "abc"], "resolution"),
         (["--samples", "0"], "--samples"),
         (["--seed", "-3"], "--seed"),
         (["--chunk", "0"], "--chunk"),
         (["--bounds", "0", "2", "0", "1"], "--bounds"),
         (["--bounds", "3", "2", "0", "1"], "bounds"),
         (["--thin", "often"], "--thin"),
-        (["--burn-in", "-5"], "burn_in"),
+        (["--burn-in", "-5"], "--burn-in"),
         (["--algorithm", "sw"], "algorithm"),
     ],
 )
 def test_bad_input_exit_2(tmp_path, capsys, extra, match) -> None:
-    code, _, err = run(["sample", "ising", "--out", str(tmp_path / "x"), "--quiet", *extra], capsys)
+    # (temperature coordinates: the sample command's defaults are now those of 'atlas ising')
+    code, _, err = run(["sample", "ising", "--coords", "temperature", "--algorithm", "metropolis",
+                        "--out", str(tmp_path / "x"), "--quiet", *extra], capsys)
     assert code == 2
     lines = [line for line in err.strip().splitlines() if line.strip()]
     assert match in err, err
@@ -96,7 +99,7 @@ def test_bad_input_exit_2(tmp_path, capsys, extra, match) -> None:
 
 
 def test_other_settings_on_same_out(tmp_path, capsys) -> None:
-    base = ["sample", "tasep", "--L", "4", "--grid", "2", "--samples", "2", "--thin", "1",
+    base = ["sample", "tasep", "--L", "4", "--resolution", "2", "--samples", "2", "--thin", "1",
             "--burn-in", "5", "--out", str(tmp_path / "t"), "--quiet"]
     assert run(base, capsys)[0] == 0
     code, _, err = run([*base, "--seed", "1"], capsys)
@@ -106,7 +109,8 @@ def test_other_settings_on_same_out(tmp_path, capsys) -> None:
 @pytest.mark.slow
 def test_cli_resume_after_sigkill(tmp_path) -> None:
     out = tmp_path / "k"
-    args = ["-m", "latentatlas", "sample", "ising", "--L", "8", "--grid", "8x6", "--samples", "8",
+    args = ["-m", "latentatlas", "sample", "ising", "--L", "8", "--coords", "temperature",
+            "--algorithm", "metropolis", "--resolution", "8x6", "--samples", "8",
             "--thin", "1000", "--burn-in", "400", "--chunk", "2", "--seed", "2", "--out", str(out),
             "--quiet"]
     env = {**os.environ, "NUMBA_NUM_THREADS": "1"}

@@ -11,7 +11,6 @@ from typing import Any
 
 import numpy as np
 
-from .validation import check_int
 
 __all__ = ["grid", "grid_axes", "grid_points", "resolution_pair"]
 
@@ -32,11 +31,12 @@ def resolution_pair(resolution: Any, dims: int = 2, minimum: int = 4) -> tuple[i
                              ) from None
     if len(res) != dims:
         raise ValueError(f"resolution: expected an int or {dims} ints, got {resolution!r}")
-    try:
-        return tuple(check_int(r, "resolution", minimum=minimum) for r in res)
-    except ValueError:
-        raise ValueError(f"resolution: expected an int or {dims} ints, each >= {minimum} grid "
-                         f"points, got {resolution!r}") from None
+    if any(isinstance(r, bool) or not isinstance(r, int | np.integer) for r in res):
+        raise ValueError(f"resolution: expected an int or {dims} ints, got {resolution!r}")
+    if min(res) < minimum:
+        raise ValueError(f"resolution: expected at least {minimum} grid points per axis, got "
+                         f"{resolution!r}")
+    return tuple(int(r) for r in res)
 
 
 def grid_axes(bounds: Sequence[Sequence[float]], resolution: Any, minimum: int = 4

@@ -28,8 +28,8 @@ from .container import load as load_atlas
 from .estimators import ESTIMATORS
 from .runfolder import RunFolder
 
-__all__ = ["ANALYSES", "AnalysisStage", "Context", "Stage", "core_stages", "evaluate_potential",
-           "register_analysis"]
+__all__ = ["ANALYSES", "CORE_STAGES", "AnalysisStage", "Context", "Stage", "core_stages",
+           "evaluate_potential", "register_analysis"]
 
 log = logging.getLogger("latentatlas.atlas")
 
@@ -43,7 +43,8 @@ class Context:
         progress: tqdm bars; backend: keyword arguments of
             :func:`latentatlas.distributed.generate` for the sampling stage, or None (local).
         store: an existing sample store to read instead of sampling (``--store DIR``), or None.
-        axis0 (G0,), axis1 (G1,), params (G0*G1, 2): the grid ('ij' order).
+        axis0 (G0,), axis1 (G1,), params (G0*G1, 2): the grid ('ij' order); for a 1-D source
+            (a path) axis0 (P,), axis1 None and params (P, 1).
         strategy: the data-parallel strategy passed to every fit (None: single process).
         objects: Python objects standing in for named options (``"features"``, ``"labeler"``)
             in memory; not recorded in the config.
@@ -62,11 +63,14 @@ class Context:
     _stages: dict[str, Stage] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        self.axis0, self.axis1, self.params = grid(self.config.bounds, self.config.resolution)
+        *axes, self.params = grid(self.config.bounds, self.config.resolution)
+        self.axis0 = axes[0]
+        self.axis1 = axes[1] if len(axes) > 1 else None
 
     @property
-    def grid_shape(self) -> tuple[int, int]:
-        return (self.axis0.size, self.axis1.size)
+    def grid_shape(self) -> tuple[int, ...]:
+        """(G0, G1), or (P,) for a 1-D source."""
+        return tuple(a.size for a in (self.axis0, self.axis1) if a is not None)
 
     def file(self, name: str) -> Path | None:
         """``run/name``, or None without a run folder."""
@@ -144,6 +148,7 @@ ANALYSES: dict[str, type[AnalysisStage]] = _Lazy({
     "images": "latentatlas.analyses.images:ImagesStage",
     "geometry": "latentatlas.analyses.geometry:GeometryStage",
     "planes": "latentatlas.analyses.planes:PlanesStage",
+    "jumps": "latentatlas.analyses.path:JumpsStage",
 })
 """The analysis stages by name (``Source.analyses`` and ``build(analyses=...)`` use the names)."""
 
@@ -180,12 +185,20 @@ class SampleStage(Stage):
 
     def compute(self, ctx: Context) -> np.ndarray:
         cfg = ctx.config
+        if ctx.run is None and ctx.store is None and "samples" in ctx.objects:
+            # samples generated beforehand, e.g. batched across the paths of
+            # :func:`latentatlas.paths.rank` (they must be ``source.sample(params, S, seed)``)
+            samples = np.asarray(ctx.objects["samples"])
+            expected = (len(ctx.params), cfg.samples_per_point, *ctx.source.sample_shape)
+            if samples.shape != expected:
+                raise ValueError(f"samples: expected shape {expected}, got {samples.shape}")
+            return samples
         if ctx.run is None and ctx.store is None:
             return ctx.source.sample(ctx.params, cfg.samples_per_point, seed=cfg.seed)
         store = self._store(ctx)
         done = sum(store.chunk_done(c) for c in range(store.num_chunks))
         if done == store.num_chunks:
-            log.info("stage sample: store complete, nothing to sample")
+            log.info("stage sample: found store.zarr complete, nothing to sample")
         elif done:
             log.info("stage sample: resuming the store (%d of %d chunks done)", done,
                      store.num_chunks)
@@ -370,7 +383,20 @@ class ReportStage(Stage):
         return ctx.file("report/index.html")
 
 
-def core_stages() -> list[Stage]:
-    """The stages every run has, in order (analyses and the report come after)."""
-    return [SampleStage(), PosteriorStage(), PotentialStage(), AtlasStage()]
+CORE_STAGES: dict[int, tuple[type[Stage] | str, ...]] = {
+    2: (SampleStage, PosteriorStage, PotentialStage, AtlasStage),
+    1: (SampleStage, "latentatlas.analyses.path:LinePosteriorStage",
+        "latentatlas.analyses.path:LinePotentialStage", "latentatlas.analyses.path:PathStage"),
+}
+"""The core stages by the source's number of parameters: a 2-D atlas (``atlas.npz``) or a 1-D
+path (``path.npz``); classes or ``"module:Class"`` names (modules that come after the atlas
+package in the layout)."""
+
+
+def core_stages(dim: int = 2) -> list[Stage]:
+    """The stages every run of a ``dim``-parameter source has, in order (analyses and the report
+    come after); the last one gives the run's result (the atlas, or the path)."""
+    if dim not in CORE_STAGES:
+        raise ValueError(f"source: expected {sorted(CORE_STAGES)} parameters, got {dim}")
+    return [pkgutil.resolve_name(c)() if isinstance(c, str) else c() for c in CORE_STAGES[dim]]
 

@@ -47,3 +47,24 @@ def backend_kwargs(backend: str, ray_address: str | None, workers: int | None,
         raise ValueError(f"--gpus-per-task: expected a number >= 0, got {gpus_per_task}")
     return {"backend": backend, "address": ray_address, "workers": workers,
             "gpus_per_task": gpus_per_task}
+
+
+class ResolutionType(click.ParamType):
+    """``G`` (a G x G grid) or ``G0xG1``."""
+
+    name = "G|G0xG1"
+
+    def convert(self, value: Any, param: Any, ctx: Any) -> int | tuple[int, int]:
+        if isinstance(value, int | tuple):
+            return value
+        parts = str(value).lower().replace(",", "x").split("x")
+        try:
+            res = tuple(int(p) for p in parts)
+        except ValueError:
+            self.fail(f"expected G or G0xG1 (ints), got {value!r}", param, ctx)
+        if len(res) not in (1, 2):
+            self.fail(f"expected G or G0xG1 (ints), got {value!r}", param, ctx)
+        return res[0] if len(res) == 1 else (res[0], res[1])
+
+
+RESOLUTION = ResolutionType()

@@ -57,7 +57,6 @@ def diffusers_cmd(model: str, prompt: str, negative_prompt: str, ddim_steps: int
           --image-size 128 --resolution 64 --features clip:~/models/clip-vit-b32 --out runs/sd
     """
     _check(kw)
-    from .. import planes
     from ..generators import Diffusers
 
     if ddim_steps < 1:
@@ -67,7 +66,6 @@ def diffusers_cmd(model: str, prompt: str, negative_prompt: str, ddim_steps: int
     gen = Diffusers(model, prompt=prompt, negative_prompt=negative_prompt, steps=ddim_steps,
                     guidance=guidance, dtype=dtype, device=device, height=image_size,
                     width=image_size, batch_size=batch_size)
-    feats = planes.make_features(features, progress=not kw["quiet"])
     if latents is not None:
         bank = load_latents(latents)
         if bank.shape[1] != gen.latent_dim:
@@ -78,4 +76,4 @@ def diffusers_cmd(model: str, prompt: str, negative_prompt: str, ddim_steps: int
         if kw["anchors"]:
             raise ValueError("--anchors: index a --latents file; without one use --seed")
         anchors = np.random.default_rng(kw["seed"]).standard_normal((3, gen.latent_dim))
-    _run(gen, anchors, feats, None, kw)
+    _run(gen, anchors, features, "kmeans", kw)

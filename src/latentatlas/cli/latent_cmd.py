@@ -1,10 +1,11 @@
 """``latentatlas atlas digits`` and ``latentatlas atlas custom``: latent planes of image generators.
 
-Both decode a grid of a 2-D plane through three latents, label the images, fit the kernel
-posterior -> potential -> metric, and run the analyses of :mod:`latentatlas.planes` (phase map vs
-boundary map, geodesic vs linear strips, zoom series, Lipschitz profiles, the seeds' path analysis,
-the maps with eta > 0). Output: ``atlas.npz`` (with ``labels``), ``planes.json``, ``planes.npz``
-and ``report/images.html`` in ``--out``.
+Both run the atlas pipeline (:func:`latentatlas.atlas.build`) on a
+:class:`~latentatlas.sources.LatentPlane` through three latents: sample (decode the grid) -> images
+(labels) -> kernel posterior -> potential -> atlas -> planes analyses (phase map vs boundary map,
+geodesic vs linear strips, zoom series, Lipschitz profiles, the seeds' path analysis, the maps with
+eta > 0) -> report. The run folder resumes after an interruption and refuses another config, as
+for every atlas.
 """
 
 from __future__ import annotations
@@ -19,34 +20,38 @@ import click
 import numpy as np
 
 from .atlas_cmd import atlas
+from .common import BACKEND_OPTIONS, backend_kwargs
 
 _EPILOG = """\b
-Files in --out: atlas.npz (names, axis0, axis1, potential, gradient, metric, labels),
-config.json, potential.safetensors, images.npy (the grid's images), planes.json (numbers),
-planes.npz (arrays), report/images.html (figures).
+Files in --out: store.zarr (images), images.npy, labels.npy, embeddings.npy, posteriors.npy,
+posterior.safetensors, potential.safetensors, atlas.npz (names, axis0, axis1, potential, gradient,
+metric, labels), config.json, planes.json (numbers), planes.npz (arrays), eta/ (the eta
+comparison's two runs), report/index.html (interactive) and report/images.html (figures).
+A rerun of the same command skips finished stages (resume after an interruption); --force
+recomputes them. A folder holding another config is refused (exit code 2, nothing overwritten).
 """
 
 
 def _options(func: Callable[..., Any]) -> Callable[..., Any]:
     options = [
         click.option("--out", "out", required=True, type=click.Path(file_okay=False),
-                     help="Run folder (created if missing)."),
+                     help="Run folder (created if missing; reused to resume)."),
         click.option("--anchors", nargs=3, type=int, default=None, metavar="I J K",
                      help="Indices of the three latents spanning the plane."),
         click.option("--seed", type=int, default=0, show_default=True,
                      help="Seed: random anchors (without --anchors), noise, fits."),
         click.option("--bounds", nargs=4, type=float, default=None, metavar="LO0 HI0 LO1 HI1",
                      help="Plane region in (alpha, beta)  [default: -0.5 1.5 -0.5 1.5]."),
-        click.option("--resolution", type=int, default=64, show_default=True,
-                     help="Grid points per axis of the atlas and the phase map."),
-        click.option("--posterior-resolution", "posterior_resolution", type=int, default=48,
-                     show_default=True, help="Grid points per axis of the posterior grid."),
+        click.option("--resolution", type=int, default=None,
+                     help="Grid points per axis of the atlas, the posteriors and the phase map "
+                          "[default: 48]."),
         click.option("--eta", type=float, default=0.0, show_default=True,
                      help="Noise level of the sampler for the main atlas (0: deterministic)."),
         click.option("--samples", type=int, default=None,
-                     help="Images per grid point [default: 1 at eta = 0, 8 at eta > 0]."),
-        click.option("--bundle", type=int, default=4, show_default=True,
-                     help="K, samples per bundle of the kernel posterior."),
+                     help="Images per grid point (half references, half bundles) [default: 8 "
+                          "copies of the one image at eta = 0, 16 at eta > 0]."),
+        click.option("--bundle", type=int, default=None,
+                     help="K, samples per bundle of the kernel posterior [default: 4]."),
         click.option("--potential-steps", "potential_steps", type=int, default=None,
                      help="Training steps of the potential [default: fit_potential's]."),
         click.option("--eta-compare", "eta_compare", type=float, default=0.5, show_default=True,
@@ -63,7 +68,9 @@ def _options(func: Callable[..., Any]) -> Callable[..., Any]:
                      help="Samples per point of the path analysis (eta = --path-eta)."),
         click.option("--path-eta", "path_eta", type=float, default=0.5, show_default=True,
                      help="Noise level of the path analysis."),
-        click.option("--quiet", is_flag=True, help="No progress bars."),
+        click.option("--force", is_flag=True, help="Recompute every stage (same config only)."),
+        click.option("--quiet", is_flag=True, help="No progress bars or stage messages."),
+        *BACKEND_OPTIONS,
     ]
     for option in reversed(options):
         func = option(func)
@@ -71,15 +78,15 @@ def _options(func: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def _check(kwargs: dict[str, Any]) -> None:
-    for name in ("resolution", "posterior_resolution", "eta_resolution"):
-        if kwargs[name] < 4:
+    for name in ("resolution", "eta_resolution"):
+        if kwargs[name] is not None and kwargs[name] < 4:
             raise ValueError(f"--{name.replace('_', '-')}: expected an int >= 4, got "
                              f"{kwargs[name]}")
     for name in ("eta", "eta_compare", "path_eta"):
         if not kwargs[name] >= 0:
             raise ValueError(f"--{name.replace('_', '-')}: expected a number >= 0, got "
                              f"{kwargs[name]}")
-    if kwargs["bundle"] < 1:
+    if kwargs["bundle"] is not None and kwargs["bundle"] < 1:
         raise ValueError(f"--bundle: expected a positive int, got {kwargs['bundle']}")
     if kwargs["samples"] is not None and kwargs["samples"] < 1:
         raise ValueError(f"--samples: expected a positive int, got {kwargs['samples']}")
@@ -136,31 +143,36 @@ def load_latents(path: str | os.PathLike) -> np.ndarray:
     return arr.reshape(len(arr), -1).astype(np.float64)
 
 
-def _run(generator: Any, anchors: Any, features: str, labeler: Any, kw: dict[str, Any]) -> None:
+def _run(generator: Any, anchors: Any, features: str, labeler: str | None,
+         kw: dict[str, Any]) -> None:
     from .. import planes
     from ..sources import LatentPlane
+    from .atlas_cmd import stage_messages
 
     b = kw["bounds"]
     bounds = ((b[0], b[1]), (b[2], b[3])) if b else ((-0.5, 1.5), (-0.5, 1.5))
     plane = LatentPlane(generator, anchors=anchors, eta=kw["eta"], bounds=bounds)
     pot = {"steps": kw["potential_steps"]} if kw["potential_steps"] else None
+    scale = backend_kwargs(kw["backend"], kw["ray_address"], kw["workers"], kw["gpus_per_task"])
     if not kw["quiet"]:
-        click.echo(f"latentatlas: plane through latents of dimension {plane.latent_dim}, "
-                   f"{kw['resolution']}^2 grid -> {kw['out']}", err=True)
-    scalars = planes.analyze(
-        plane, kw["out"], features=features, labeler=labeler, resolution=kw["resolution"],
-        bundle=kw["bundle"], samples=kw["samples"], bounds=bounds,
-        posterior_resolution=kw["posterior_resolution"],
-        eta_compare=kw["eta_compare"] or None, eta_resolution=kw["eta_resolution"],
-        zoom_points=kw["zoom_points"], zoom_resolution=kw["zoom_resolution"],
-        path_points=kw["path_points"], path_samples=kw["path_samples"], path_eta=kw["path_eta"],
-        seed=kw["seed"], potential_options=pot, progress=not kw["quiet"])
+        click.echo(f"latentatlas: plane through latents of dimension {plane.latent_dim} -> "
+                   f"{kw['out']}", err=True)
+    with stage_messages(kw["quiet"]):
+        scalars = planes.analyze(
+            plane, kw["out"], features=features, labeler=labeler, resolution=kw["resolution"],
+            bundle=kw["bundle"], samples=kw["samples"], bounds=bounds, seed=kw["seed"],
+            potential_options=pot, progress=not kw["quiet"], force=kw["force"],
+            backend=None if kw["backend"] == "local" else scale,
+            eta_compare=kw["eta_compare"] or None, eta_resolution=kw["eta_resolution"],
+            zoom_points=kw["zoom_points"], zoom_resolution=kw["zoom_resolution"],
+            path_points=kw["path_points"], path_samples=kw["path_samples"],
+            path_eta=kw["path_eta"])
     agree = scalars["phase_agreement"]
     click.echo(f"images/second {scalars['images_per_second']:.0f}; classes "
                f"{scalars['classes']}; class changes on metric ridges "
                f"{agree['metric']['fraction']:.2f} (feature metric "
                f"{agree['feature_metric']['fraction']:.2f}); report "
-               f"{Path(kw['out']) / 'report' / 'images.html'}")
+               f"{Path(kw['out']) / 'report' / 'index.html'}")
 
 
 @atlas.command(epilog=_EPILOG)
@@ -175,15 +187,11 @@ def digits(features: str, **kw: Any) -> None:
     """
     _check(kw)
     from .. import planes
-    from ..features import Classifier
     from ..generators import Digits
 
-    feats = planes.make_features(features, progress=not kw["quiet"])
-    classifier = feats if features == "classifier" else Classifier.pretrained(
-        progress=not kw["quiet"])
     anchors = _pick(planes.digits_latents(), kw["anchors"], kw["seed"])
     gen = Digits.pretrained(progress=not kw["quiet"])
-    _run(gen, anchors, feats, classifier, kw)
+    _run(gen, anchors, features, "classifier", kw)
 
 
 @atlas.command(epilog=_EPILOG)
@@ -203,12 +211,9 @@ def custom(generator: str, latents: str | None, latent_dim: int | None, features
            labeler: str | None, **kw: Any) -> None:
     """Your own generator (e.g. a VAE decoder) on a plane through three of your latents."""
     _check(kw)
-    from .. import planes
     from ..sources.latent_plane import resolve_generator
 
     gen = resolve_generator(generator)
-    lab = resolve_generator(labeler) if labeler else None
-    feats = planes.make_features(features, progress=not kw["quiet"])
     if latents is not None:
         anchors: Any = _pick(load_latents(latents), kw["anchors"], kw["seed"])
     else:
@@ -218,7 +223,7 @@ def custom(generator: str, latents: str | None, latent_dim: int | None, features
         if not dim or dim < 1:
             raise ValueError("--latent-dim: expected the latent dimension (or a --latents file)")
         anchors = np.random.default_rng(kw["seed"]).standard_normal((3, int(dim)))
-    _run(gen, anchors, feats, lab, kw)
+    _run(generator, anchors, features, labeler or "kmeans", kw)
 
 
 logging.getLogger(__name__).addHandler(logging.NullHandler())

@@ -7,53 +7,27 @@ from typing import Any
 
 import click
 
-from .common import BACKEND_OPTIONS, backend_kwargs, main
+from .common import BACKEND_OPTIONS, RESOLUTION, backend_kwargs, main
+from .source_options import make_source, source_options
 
 __all__ = ["sample"]
 
 
-def _parse_grid(value: str) -> tuple[int, int]:
-    parts = value.lower().replace(",", "x").split("x")
-    try:
-        res = tuple(int(p) for p in parts)
-    except ValueError:
-        raise ValueError(f"--grid: expected G or G0xG1 (ints >= 2), got {value!r}") from None
-    if len(res) == 1:
-        res = (res[0], res[0])
-    if len(res) != 2 or min(res) < 2:
-        raise ValueError(f"--grid: expected G or G0xG1 (ints >= 2), got {value!r}")
-    return res  # type: ignore[return-value]
-
-
-def _parse_steps(value: str, name: str) -> str | int:
-    if value == "auto":
-        return value
-    try:
-        steps = int(value)
-    except ValueError:
-        raise ValueError(f"{name}: expected 'auto' or an int, got {value!r}") from None
-    return steps
-
-
 def _common(func: Any) -> Any:
     options = [
-        click.option("--grid", default="32", show_default=True,
-                     help="Grid resolution: G (G x G points) or G0xG1."),
-        click.option("--samples", "samples", type=int, default=16, show_default=True,
-                     help="Samples per grid point."),
+        click.option("--resolution", type=RESOLUTION, default=None,
+                     help="Grid: G (G x G points) or G0xG1 [default: per source, as for 'atlas']."),
+        click.option("--samples", "samples", type=int, default=None,
+                     help="Samples per grid point [default: per source, as for 'atlas']."),
         click.option("--seed", type=int, default=0, show_default=True, help="Run seed."),
         click.option("--out", type=click.Path(file_okay=False), required=True,
                      help="Store directory; rerun the same command to resume."),
         click.option("--bounds", type=float, nargs=4, default=None,
                      metavar="LO0 HI0 LO1 HI1",
                      help="Low/high of each axis in the source's coordinates "
-                     "[default: the source's bounds]."),
+                     "[default: per source, as for 'atlas']."),
         click.option("--chunk", type=int, default=None,
                      help="Points per chunk (unit of work and of resumption) [default: 64]."),
-        click.option("--burn-in", "burn_in", default="auto", show_default=True,
-                     help="Sweeps before the first sample, or 'auto' (from a pilot run)."),
-        click.option("--thin", default="auto", show_default=True,
-                     help="Sweeps between samples, or 'auto' (2 x autocorrelation time)."),
         click.option("--quiet", is_flag=True, help="No progress bar."),
         *BACKEND_OPTIONS,
     ]
@@ -62,28 +36,27 @@ def _common(func: Any) -> Any:
     return func
 
 
-def _run(source: Any, kind: str, grid: str, samples: int, seed: int, out: str,
-         bounds: tuple[float, ...] | None, chunk: int | None, quiet: bool,
+def _run(source: Any, kind: str, resolution: int | tuple[int, int] | None, samples: int | None, seed: int,
+         out: str, bounds: tuple[float, ...] | None, chunk: int | None, quiet: bool,
          backend: str = "local", ray_address: str | None = None, workers: int | None = None,
          gpus_per_task: float = 0.0) -> None:
+    from .._util import check_int, check_seed, grid, resolution_pair
     from ..distributed import generate
     from ..sources.base import check_bounds
-    from ..store import SampleStore, grid_params
+    from ..store import SampleStore
 
-    res = _parse_grid(grid)
-    if samples <= 0:
-        raise ValueError(f"--samples: expected a positive int, got {samples}")
-    if seed < 0:
-        raise ValueError(f"--seed: expected a non-negative int, got {seed}")
-    if chunk is not None and chunk <= 0:
-        raise ValueError(f"--chunk: expected a positive int, got {chunk}")
-    if bounds is None or len(bounds) == 0:
-        box = source.bounds
-    else:
-        box = check_bounds(
-            ((bounds[0], bounds[1]), (bounds[2], bounds[3])), source.domain, source.names
-        )
-    axis0, axis1, params = grid_params(box, res)
+    defaults = source.atlas_defaults()
+    res = resolution_pair(defaults["resolution"] if resolution is None else resolution,
+                          minimum=2)
+    samples = check_int(defaults["samples_per_point"] if samples is None else samples,
+                        "--samples", minimum=1)
+    check_seed(seed, "--seed")
+    if chunk is not None:
+        check_int(chunk, "--chunk", minimum=1)
+    box = check_bounds(defaults["bounds"] if not bounds else
+                       ((bounds[0], bounds[1]), (bounds[2], bounds[3])), source.domain,
+                       source.names)
+    axis0, axis1, params = grid(box, res, minimum=2)
     try:
         source.check_params(params)
     except ValueError as err:
@@ -116,9 +89,14 @@ def sample() -> None:
 
     \b
     Examples:
-      latentatlas sample ising --L 16 --grid 64 --samples 16 --seed 0 --out runs/ising-store
-      latentatlas sample ising --L 32 --algorithm wolff --bounds 1.5 3.5 -0.5 0.5 --out runs/w
-      latentatlas sample tasep --L 10 --grid 32 --samples 64 --out runs/tasep-store
+      latentatlas sample ising --out runs/ising-store     # the defaults of 'atlas ising'
+      latentatlas atlas ising --store runs/ising-store --out runs/ising
+      latentatlas sample ising --L 16 --coords temperature --bounds 1.5 3.5 -0.5 0.5 \\
+          --resolution 64 --samples 16 --out runs/t
+      latentatlas sample tasep --L 10 --resolution 32 --samples 64 --out runs/tasep-store
+
+    The options and defaults of each source are those of 'latentatlas atlas SOURCE', so that a
+    store filled here is what 'atlas --store' reuses.
 
     The grid is regular in the source's coordinates, endpoints included (point p = i * G1 + j).
     Interrupting (Ctrl-C, kill) is safe: rerun the same command and it continues where it
@@ -127,32 +105,19 @@ def sample() -> None:
     """
 
 
-@sample.command()
-@click.option("--L", "L", type=int, default=16, show_default=True, help="Lattice size (L x L).")
-@click.option("--coords", type=click.Choice(["temperature", "natural"]), default="temperature",
-              show_default=True, help="Parameters (T, h) or natural (K, H) = (J/T, h/T).")
-@click.option("--algorithm", type=click.Choice(["metropolis", "wolff"]), default="metropolis",
-              show_default=True, help="'wolff' adds cluster updates at h = 0 (near T_c).")
-@_common
-def ising(L: int, coords: str, algorithm: str, grid: str, samples: int, seed: int, out: str,
-          bounds: tuple[float, ...] | None, chunk: int | None, burn_in: str, thin: str,
-          quiet: bool, **scale: Any) -> None:
-    """2-D Ising model on a periodic L x L lattice, parameters (T, h) or (K, H)."""
-    from ..sources.ising import Ising2D
+def _command(kind: str, doc: str) -> None:
+    """Register ``latentatlas sample KIND`` with the source's shared options."""
 
-    source = Ising2D(L, coords=coords, algorithm=algorithm,
-                     burn_in=_parse_steps(burn_in, "--burn-in"), thin=_parse_steps(thin, "--thin"))
-    _run(source, "ising", grid, samples, seed, out, bounds, chunk, quiet, **scale)
+    def command(**kwargs: Any) -> None:
+        source = make_source(kind, kwargs)
+        _run(source, kind, **kwargs)
+
+    command.__doc__ = doc
+    command.__name__ = kind
+    sample.command(name=kind)(source_options(kind)(_common(command)))
 
 
-@sample.command()
-@click.option("--L", "L", type=int, default=32, show_default=True, help="Number of sites.")
-@_common
-def tasep(L: int, grid: str, samples: int, seed: int, out: str,
-          bounds: tuple[float, ...] | None, chunk: int | None, burn_in: str, thin: str,
-          quiet: bool, **scale: Any) -> None:
-    """Open-boundary TASEP (random-sequential update), parameters (alpha, beta) in (0, 1]^2."""
-    from ..sources.tasep import TASEP
-
-    source = TASEP(L, burn_in=_parse_steps(burn_in, "--burn-in"), thin=_parse_steps(thin, "--thin"))
-    _run(source, "tasep", grid, samples, seed, out, bounds, chunk, quiet, **scale)
+_command("ising", "2-D Ising model on a periodic L x L lattice, parameters (K, H) or (T, h).")
+_command("tasep", "Open-boundary TASEP (random-sequential update), parameters (alpha, beta) in "
+                  "(0, 1]^2.")
+_command("gaussian", "The normal family N(mu, sigma^2), natural or (mu, sigma) parameters.")
