@@ -11,7 +11,6 @@ from typing import Any
 
 import numpy as np
 
-
 __all__ = ["grid", "grid_axes", "grid_points", "resolution_pair"]
 
 
