@@ -25,7 +25,7 @@ import numpy as np
 
 from .._util import check_choice, check_int, check_seed, resolution_pair
 
-__all__ = ["FORMAT", "RunConfig", "jsonable", "source_from_config"]
+__all__ = ["FORMAT", "RunConfig", "estimators_for", "jsonable", "source_from_config"]
 
 FORMAT = "latentatlas-atlas/2"
 AVERAGES = ("log", "probability")
@@ -85,10 +85,12 @@ class RunConfig:
 
     Attributes:
         source: ``{"class", "config", "fingerprint"}`` of the source.
-        names: (2,) parameter names; bounds: ((lo0, hi0), (lo1, hi1)); resolution: (G0, G1).
+        names: (d,) parameter names (d = 2 for an atlas, 1 for a path); bounds: ((lo0, hi0),
+            ...) one pair per parameter; resolution: (G0, G1), or (P,) for a path.
         samples_per_point: S, samples drawn at each grid point.
         bundle: K, samples per bundle of the posterior estimator.
-        estimator: a name of :data:`latentatlas.atlas.estimators.ESTIMATORS`.
+        estimator: a name of :data:`latentatlas.atlas.estimators.ESTIMATORS` (2-D) or of
+            :data:`latentatlas.posterior.line.LINE_ESTIMATORS` (1-D paths).
         seed: run seed (sampling, training, bundles).
         posterior_options: ``{"init": {...}, "fit": {...}}`` of the estimator.
         potential_options: keyword arguments of :func:`latentatlas.geometry.fit_potential`.
@@ -137,24 +139,26 @@ class RunConfig:
         in the source's defaults.
 
         Raises:
-            ValueError: a source with other than 2 parameters, bounds outside its domain,
+            ValueError: a source with other than 1 or 2 parameters, bounds outside its domain,
                 resolution < 4, a bundle larger than the samples per point, an unknown estimator
                 or analysis, a bad seed.
         """
         from ..sources import Source, check_bounds
-        from .estimators import ESTIMATORS
         from .stages import ANALYSES
 
         if not isinstance(source, Source):
             raise ValueError(f"source: expected a latentatlas Source, got "
                              f"{type(source).__qualname__}")
-        if len(source.names) != 2:
-            raise ValueError(f"source: an atlas needs 2 parameters, {type(source).__name__} has "
-                             f"{len(source.names)} {tuple(source.names)}")
+        if len(source.names) not in (1, 2):
+            raise ValueError(f"source: an atlas needs 2 parameters (a path 1), "
+                             f"{type(source).__name__} has {len(source.names)} "
+                             f"{tuple(source.names)}")
+        ESTIMATORS = estimators_for(len(source.names))
         d = source.atlas_defaults()
         bounds = check_bounds(d["bounds"] if bounds is None else bounds, source.domain,
                               source.names)
-        res = resolution_pair(d["resolution"] if resolution is None else resolution)
+        res = resolution_pair(d["resolution"] if resolution is None else resolution,
+                              dims=len(source.names))
         samples = check_int(d["samples_per_point"] if samples_per_point is None
                             else samples_per_point, "samples_per_point", minimum=1)
         bundle = check_int(d["bundle"] if bundle is None else bundle, "bundle", minimum=1)
@@ -240,6 +244,19 @@ class RunConfig:
             return self[key]
         except KeyError:
             return default
+
+
+def estimators_for(dim: int) -> dict[str, Any]:
+    """The estimator registry of a source with ``dim`` parameters:
+    :data:`latentatlas.atlas.estimators.ESTIMATORS` for a 2-D atlas,
+    :data:`latentatlas.posterior.line.LINE_ESTIMATORS` for a 1-D path."""
+    if dim == 1:
+        from ..posterior.line import LINE_ESTIMATORS
+
+        return LINE_ESTIMATORS
+    from .estimators import ESTIMATORS
+
+    return ESTIMATORS
 
 
 def _user_code(config: Any) -> list[str]:

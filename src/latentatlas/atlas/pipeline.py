@@ -36,7 +36,7 @@ __all__ = ["build", "execute", "stages_for"]
 def stages_for(config: RunConfig, report: bool) -> list[Stage]:
     """The stages of a run, in order: sample, the analyses that feed the atlas, posterior,
     potential, atlas, the other analyses, the report."""
-    sample, *rest = core_stages()
+    sample, *rest = core_stages(len(config.names))
     analyses = [ANALYSES[name]() for name in config.analyses]
     before = [a for a in analyses if a.before_atlas]
     after = [a for a in analyses if not a.before_atlas]
@@ -107,7 +107,9 @@ def build(
         geodesics: shorthand for ``analyses={"geometry": {"geodesics": n}}``.
 
     Returns:
-        The :class:`Atlas`, with ``config`` = the run config and ``potential_model`` set.
+        The :class:`Atlas`, with ``config`` = the run config and ``potential_model`` set; for a
+        1-parameter source (a :class:`~latentatlas.sources.LatentPath`) the
+        :class:`~latentatlas.analyses.path.PathResult` (``path.npz``) instead.
 
     Raises:
         ValueError: bad inputs (see :meth:`RunConfig.make`), or ``out`` holding another config.
@@ -126,7 +128,7 @@ def build(
                             posterior_average, analyses)
     ctx = execute(source, config, out=out, force=force, progress=progress, report=report,
                   backend=backend, store=store, strategy=strategy)
-    return ctx.result("atlas")
+    return ctx.result(core_stages(len(config.names))[-1].name)
 
 
 def execute(source: Any, config: RunConfig, out: str | os.PathLike | None = None,

@@ -17,16 +17,18 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
 from .._util import grid, save_json, save_npy
-from .config import RunConfig
 from .container import Atlas
 from .container import load as load_atlas
 from .estimators import ESTIMATORS
 from .runfolder import RunFolder
+
+if TYPE_CHECKING:
+    from .config import RunConfig
 
 __all__ = ["ANALYSES", "CORE_STAGES", "AnalysisStage", "Context", "Stage", "core_stages",
            "evaluate_potential", "register_analysis"]

@@ -12,6 +12,7 @@ _LAZY = {
     "TASEP": "tasep",
     "GaussianFamily": "gaussian",
     "LatentPlane": "latent_plane",
+    "LatentPath": "latent_path",
 }
 
 __all__ = ["Source", "check_bounds", "point_seed_sequence", "point_seeds", *_LAZY]
