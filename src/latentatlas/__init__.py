@@ -28,6 +28,7 @@ _SUBMODULES = (
     "generators",
     "geometry",
     "ode",
+    "paths",
     "planes",
     "posterior",
     "report",

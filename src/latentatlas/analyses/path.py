@@ -82,19 +82,25 @@ class PathResult:
                 "fisher_length": np.asarray(self.fisher_length), **self.extra}
 
     @classmethod
+    def from_npz(cls, path: str | Path, images: np.ndarray | None = None,
+                 config: dict[str, Any] | None = None) -> PathResult:
+        """Read the arrays of :meth:`arrays` from an ``.npz`` file."""
+        with np.load(path, allow_pickle=False) as data:
+            a = {k: data[k] for k in data.files}
+        keys = ("s", "metric", "potential", "gradient", "means", "distances", "jumps")
+        return cls(**{k: a.pop(k) for k in keys}, threshold=float(a.pop("threshold")),
+                   fisher_length=float(a.pop("fisher_length")), images=images, config=config,
+                   extra=a)
+
+    @classmethod
     def load(cls, run_dir: str | Path) -> PathResult:
         """Read ``path.npz`` (+ ``images.npy``, ``config.json``) of a run folder."""
         run_dir = Path(run_dir)
-        with np.load(run_dir / "path.npz", allow_pickle=False) as data:
-            a = {k: data[k] for k in data.files}
         images = np.load(run_dir / "images.npy", allow_pickle=False) if (
             run_dir / "images.npy").is_file() else None
         cfg = json.loads((run_dir / "config.json").read_text()) if (
             run_dir / "config.json").is_file() else None
-        keys = ("s", "metric", "potential", "gradient", "means", "distances", "jumps")
-        return cls(**{k: a.pop(k) for k in keys}, threshold=float(a.pop("threshold")),
-                   fisher_length=float(a.pop("fisher_length")), images=images, config=cfg,
-                   extra=a)
+        return cls.from_npz(run_dir / "path.npz", images, cfg)
 
 
 def path_fields(posteriors: np.ndarray, pot: Any) -> PathResult:

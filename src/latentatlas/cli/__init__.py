@@ -19,7 +19,7 @@ from .common import main as _group
 
 __all__ = ["main"]
 
-_COMMANDS = ("flows", "sample", "atlas", "report", "latent", "diffusers")
+_COMMANDS = ("flows", "sample", "atlas", "report", "latent", "diffusers", "path")
 
 
 def _load_commands() -> None:

@@ -153,7 +153,9 @@ def fit_line_potential(posteriors: np.ndarray, s: np.ndarray, bundle: int, sigma
             div = bregman_rows(st, cells, centers)
         else:
             div = bregman_matrix(st, cells)
-        q = torch.softmax(-bundle * div, dim=-1) @ smooth
+        q = torch.softmax(-bundle * div, dim=-1)
+        if sigma > 0:
+            q = q @ smooth
         loss = _jsd(target, q).mean()
         if smoothness and p > 2:
             dl = torch.diff(torch.log(cells + 1e-300))
@@ -161,7 +163,7 @@ def fit_line_potential(posteriors: np.ndarray, s: np.ndarray, bundle: int, sigma
         return loss
 
     opt = torch.optim.LBFGS([w, shift] if shifts else [w], lr=1.0, max_iter=max(steps, 1), history_size=20,
-                            tolerance_grad=1e-9, tolerance_change=1e-12,
+                            tolerance_grad=1e-9, tolerance_change=1e-10,
                             line_search_fn="strong_wolfe")
 
     def closure() -> Tensor:
