@@ -14,10 +14,12 @@ import logging
 import os
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .._util import save_json
-from .config import RunConfig
+
+if TYPE_CHECKING:
+    from .config import RunConfig
 
 __all__ = ["RunFolder"]
 

@@ -22,6 +22,8 @@ import numpy as np
 from matplotlib import colors, ticker
 from matplotlib.figure import Figure
 
+from .._util import atomic_write
+
 __all__ = [
     "plot_comparison",
     "plot_field",
@@ -38,12 +40,8 @@ _DPI = 110
 
 
 def _save(fig: Figure, path: str | os.PathLike) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.stem + ".tmp.png")
-    fig.savefig(tmp, dpi=_DPI, bbox_inches="tight")
-    os.replace(tmp, path)
-    return path
+    return atomic_write(path, lambda handle: fig.savefig(handle, format="png", dpi=_DPI,
+                                                         bbox_inches="tight"))
 
 
 def _colorbar(fig: Figure, mesh: Any, ax: Any) -> Any:
@@ -474,4 +472,4 @@ def _write_plane_page(run_dir: Path) -> Path | None:
         run_dir / "images.npy").is_file() else None
     fields = _PlaneFields(np.asarray(atlas["axis0"], np.float64),
                           np.asarray(atlas["axis1"], np.float64), labels)
-    return write_images_report(run_dir, fields, images, scalars, arrays, page=False)
+    return write_images_report(run_dir, fields, images, scalars, arrays)

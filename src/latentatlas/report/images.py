@@ -17,6 +17,8 @@ from typing import Any
 
 import numpy as np
 
+from .._util import atomic_write
+
 __all__ = [
     "plot_eta",
     "plot_image_strips",
@@ -174,13 +176,12 @@ def plot_eta(volumes: Mapping[str, np.ndarray], axis0: np.ndarray, axis1: np.nda
 
 
 def _save(fig: Any, path: Path) -> str:
-    fig.savefig(path, dpi=90)
+    atomic_write(path, lambda handle: fig.savefig(handle, format="png", dpi=90))
     return path.name
 
 
 def write_images_report(directory: str | os.PathLike, atlas: Any, images: np.ndarray | None,
-                        scalars: Mapping[str, Any], arrays: Mapping[str, np.ndarray],
-                        page: bool = True) -> Path:
+                        scalars: Mapping[str, Any], arrays: Mapping[str, np.ndarray]) -> Path:
     """Draw every latent-plane figure into ``directory/report/`` and write ``images.html``.
 
     Args:
@@ -189,8 +190,6 @@ def write_images_report(directory: str | os.PathLike, atlas: Any, images: np.nda
             ``axis0``, ``axis1``, ``labels`` and ``bounds``.
         images: (G0, G1, *shape) grid images (a thinned montage is drawn) or None.
         scalars, arrays: what :func:`latentatlas.planes.analyze` computed.
-        page: also (re)write the interactive ``report/index.html`` from the run folder's files
-            when ``directory/atlas.npz`` exists (:func:`latentatlas.report.atlas.write_index`).
 
     Returns:
         The path of ``images.html``.
@@ -276,10 +275,4 @@ def write_images_report(directory: str | os.PathLike, atlas: Any, images: np.nda
         f"kernel tau {scalars.get('tau', math.nan):.4g}</p>" + "".join(body)
         + "<h2>All numbers</h2><pre>" + html.escape(json.dumps(scalars, indent=1)) + "</pre>"
         "</body></html>")
-    path = rep / "images.html"
-    path.write_text(html_page)
-    if page and (Path(directory) / "atlas.npz").is_file():
-        from .atlas import write_index
-
-        write_index(directory)
-    return path
+    return atomic_write(rep / "images.html", html_page)

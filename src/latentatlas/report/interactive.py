@@ -29,6 +29,8 @@ from typing import Any
 
 import numpy as np
 
+from .._util import atomic_write
+
 __all__ = ["read_atlas", "run_kind", "write_page"]
 
 #: thumbnails: longest side in pixels (images are block-averaged down to at most this).
@@ -505,7 +507,4 @@ def write_page(run_dir: str | os.PathLike, path: str | os.PathLike | None = None
                      f"alt='{html.escape(fig_title)}' data-file='{html.escape(png.name)}'></a>")
     parts.append(extra_html)
     parts.append("</body></html>")
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text("\n".join(parts), encoding="utf-8")
-    os.replace(tmp, path)
-    return path
+    return atomic_write(path, "\n".join(parts).encode("utf-8"))
