@@ -214,22 +214,12 @@ class SampleStage(Stage):
 
 
 def _posteriors(model: Any, samples: np.ndarray, config: RunConfig, progress: bool) -> np.ndarray:
-    """(P, G0, G1) posterior maps, R bundles per point combined as the config says."""
-    try:
-        return model.posteriors(samples, bundle=config.bundle, repeats=config.posterior_repeats,
-                                seed=config.seed + 1, progress=progress,
-                                average=config.posterior_average)
-    except TypeError as err:  # an estimator without the ``average`` argument
-        if "average" not in str(err):
-            raise
-        from .transition import log_mean_posteriors
-
-        if config.posterior_average != "log":
-            return model.posteriors(samples, bundle=config.bundle,
-                                    repeats=config.posterior_repeats, seed=config.seed + 1,
-                                    progress=progress)
-        return log_mean_posteriors(model, samples, config.bundle, config.posterior_repeats,
-                                   config.seed + 1, progress=progress)
+    """(P, G0, G1) posterior maps, R bundles per point combined as the config says (the one
+    averaging path of ``la.posterior``: :meth:`~latentatlas.posterior.grid.PosteriorMap.posteriors`).
+    """
+    return model.posteriors(samples, bundle=config.bundle, repeats=config.posterior_repeats,
+                            seed=config.seed + 1, progress=progress,
+                            average=config.posterior_average)
 
 
 class PosteriorStage(Stage):
