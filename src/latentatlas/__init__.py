@@ -10,9 +10,7 @@ Subpackages are imported on first use, so ``import latentatlas as la`` is cheap:
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
-
+from ._util import lazy_getattr
 from .io import load, save
 
 __version__ = "0.1.0"
@@ -39,12 +37,7 @@ _SUBMODULES = (
 __all__ = ["__version__", "load", "save", *_SUBMODULES]
 
 
-def __getattr__(name: str) -> Any:
-    if name in _SUBMODULES:
-        module = importlib.import_module(f"{__name__}.{name}")
-        globals()[name] = module
-        return module
-    raise AttributeError(f"module 'latentatlas' has no attribute {name!r}")
+__getattr__ = lazy_getattr(__name__, _SUBMODULES)
 
 
 def __dir__() -> list[str]:

@@ -1,26 +1,36 @@
-"""Lazy submodule attributes (PEP 562): ``__getattr__ = lazy_getattr(__name__, {...})``."""
+"""Lazy package attributes (PEP 562): ``__getattr__ = lazy_getattr(__name__, ...)``."""
 
 from __future__ import annotations
 
 import importlib
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 __all__ = ["lazy_getattr"]
 
 
-def lazy_getattr(package: str, names: Mapping[str, str]) -> Callable[[str], Any]:
-    """A module ``__getattr__`` that imports ``names[attr]`` (a submodule, relative to
-    ``package``) on first access and returns its attribute ``attr`` (or the submodule itself when
-    the attribute is the submodule's own name), caching it in the package's namespace."""
+def lazy_getattr(package: str, names: Mapping[str, str] | Iterable[str]) -> Callable[[str], Any]:
+    """A module ``__getattr__`` importing on first access.
+
+    Args:
+        package: the package's ``__name__``.
+        names: ``{attribute: submodule}`` (the attribute is taken from the submodule), or an
+            iterable of submodule names (the attribute is the submodule itself).
+
+    The value is cached in the package's namespace, so the import happens once; unknown names
+    raise :class:`AttributeError` as usual.
+    """
+    table = dict(names) if isinstance(names, Mapping) else {n: None for n in names}
 
     def __getattr__(name: str) -> Any:
-        if name not in names:
+        if name not in table:
             raise AttributeError(f"module {package!r} has no attribute {name!r}")
-        module = importlib.import_module(f"{package}.{names[name]}")
-        value = module if names[name].rsplit(".", 1)[-1] == name and not hasattr(
-            module, name) else getattr(module, name)
+        sub = table[name]
+        if sub is None:
+            value = importlib.import_module(f"{package}.{name}")
+        else:
+            value = getattr(importlib.import_module(f"{package}.{sub}"), name)
         setattr(sys.modules[package], name, value)
         return value
 

@@ -9,20 +9,14 @@ validation and reports.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from .._util import lazy_getattr
 
 _SUBMODULES = ("ising", "tasep")
 
 __all__ = list(_SUBMODULES)
 
 
-def __getattr__(name: str) -> Any:
-    if name in _SUBMODULES:
-        module = importlib.import_module(f"{__name__}.{name}")
-        globals()[name] = module
-        return module
-    raise AttributeError(f"module 'latentatlas.exact' has no attribute {name!r}")
+__getattr__ = lazy_getattr(__name__, _SUBMODULES)
 
 
 def __dir__() -> list[str]:

@@ -13,10 +13,9 @@
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
-
 # Public name -> submodule that defines it (imported on first use).
+from .._util import lazy_getattr
+
 _LAZY = {
     "Potential": "potential",
     "PotentialBase": "potential",
@@ -50,12 +49,7 @@ _LAZY = {
 __all__ = list(_LAZY)
 
 
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        value = getattr(importlib.import_module(f"{__name__}.{_LAZY[name]}"), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'latentatlas.geometry' has no attribute {name!r}")
+__getattr__ = lazy_getattr(__name__, _LAZY)
 
 
 def __dir__() -> list[str]:

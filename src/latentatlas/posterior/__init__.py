@@ -15,8 +15,7 @@ float64 maps, ``predict(bundles (B, K, *sample_shape)) -> (B, G0, G1)`` and
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from .._util import lazy_getattr
 
 _LAZY = {
     "GridPosterior": "grid",
@@ -35,12 +34,7 @@ _LAZY = {
 __all__ = list(_LAZY)
 
 
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        value = getattr(importlib.import_module(f"{__name__}.{_LAZY[name]}"), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'latentatlas.posterior' has no attribute {name!r}")
+__getattr__ = lazy_getattr(__name__, _LAZY)
 
 
 def __dir__() -> list[str]:

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
-
+from .._util import lazy_getattr
 from .base import Source, check_bounds, point_seed_sequence, point_seeds
 
 _LAZY = {
@@ -18,9 +16,4 @@ _LAZY = {
 __all__ = ["Source", "check_bounds", "point_seed_sequence", "point_seeds", *_LAZY]
 
 
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        value = getattr(importlib.import_module(f"{__name__}.{_LAZY[name]}"), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'latentatlas.sources' has no attribute {name!r}")
+__getattr__ = lazy_getattr(__name__, _LAZY)
