@@ -204,7 +204,9 @@ def test_trained_cnf_density_integrates_to_one() -> None:
     history = la.flows.fit(cnf, data, steps=100, lr=1e-2, progress=False, val_every=50)
     assert history.steps_done == 100
     # evaluate in float64 with tight tolerances and the exact trace (eval mode)
-    ev = la.flows.CNF(2, hidden=(32, 32), rtol=1e-6, atol=1e-6).double()
+    # batch-RMS error norm as when this was measured (the per-sample max norm over a 101^2 grid
+    # takes many more steps)
+    ev = la.flows.CNF(2, hidden=(32, 32), rtol=1e-6, atol=1e-6, norm="rms").double()
     ev.load_state_dict(cnf.state_dict())
     ev.eval()
     with torch.no_grad():
