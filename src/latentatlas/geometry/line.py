@@ -61,8 +61,9 @@ def bregman_matrix(s: Tensor, cells: Tensor) -> Tensor:
 
 
 def bregman_rows(s: Tensor, cells: Tensor, centers: Tensor) -> Tensor:
-    """D[i, j] = D(s_j, c_i) for continuous centres ``c`` (M,) in [s_0, s_{P-1}]: (M, P) >= 0
-    (``Phi`` and ``Phi'`` at ``c`` from the piecewise-quadratic potential, exactly)."""
+    """D[i, j] = D(s_j, c_i) for continuous centres ``c`` (M,): (M, P) >= 0 (``Phi`` and
+    ``Phi'`` at ``c`` from the piecewise-quadratic potential, exactly; outside the grid the end
+    cells' quadratics continue)."""
     phi, dphi = _integrate(s, cells)
     k = torch.searchsorted(s, centers.detach()).clamp(1, len(s) - 1) - 1
     u = centers - s[k]
@@ -99,7 +100,7 @@ def _initial_cells(posts: np.ndarray, s: np.ndarray, bundle: int) -> float:
 
 
 def fit_line_potential(posteriors: np.ndarray, s: np.ndarray, bundle: int, sigma: float = 0.0,
-                       steps: int = 1000, smoothness: float = 0.1, shifts: bool = True,
+                       steps: int = 1000, smoothness: float = 0.01, shifts: bool = True,
                        seed: int = 0) -> LinePotential:
     """Fit the convex potential of a path to its posterior maps (see the module docstring).
 
@@ -112,7 +113,7 @@ def fit_line_potential(posteriors: np.ndarray, s: np.ndarray, bundle: int, sigma
             smoothed by it too.
         steps: L-BFGS iterations (strong Wolfe line search) on the cell parameters.
         smoothness: weight of the edge-preserving penalty ``mean(sqrt((log g_{c+1} -
-            log g_c)^2 + 0.01))`` (a total variation of ``log g``: flat stretches, sharp jumps).
+            log g_c)^2 + 1e-4))`` (a total variation of ``log g``: flat stretches, sharp jumps).
         shifts: centre row i's model at a fitted ``c_i`` instead of ``s_i``: the combined
             posterior of bundles drawn from one pool of samples is ``exp(-K D(s, s_hat_i))``
             around the pool's own estimate ``s_hat_i``, off ``s_i`` by its sampling error (a
@@ -144,13 +145,13 @@ def fit_line_potential(posteriors: np.ndarray, s: np.ndarray, bundle: int, sigma
     w = torch.full((p - 1,), math.log(math.expm1(g0)) if g0 < 30 else g0, dtype=torch.float64,
                    requires_grad=True)
     shift = torch.zeros(p, dtype=torch.float64, requires_grad=shifts)
+    h = float(np.mean(np.diff(s)))
     history: list[float] = []
 
     def loss_fn() -> Tensor:
         cells = torch.nn.functional.softplus(w)
-        if shifts:
-            centers = (st + shift).clamp(float(s[0]), float(s[-1]))
-            div = bregman_rows(st, cells, centers)
+        if shifts:  # in grid cells (conditioning); outside the grid Phi extends quadratically
+            div = bregman_rows(st, cells, st + shift * h)
         else:
             div = bregman_matrix(st, cells)
         q = torch.softmax(-bundle * div, dim=-1)
@@ -159,7 +160,7 @@ def fit_line_potential(posteriors: np.ndarray, s: np.ndarray, bundle: int, sigma
         loss = _jsd(target, q).mean()
         if smoothness and p > 2:
             dl = torch.diff(torch.log(cells + 1e-300))
-            loss = loss + smoothness * torch.sqrt(dl ** 2 + 0.01).mean()
+            loss = loss + smoothness * torch.sqrt(dl ** 2 + 1e-4).mean()
         return loss
 
     opt = torch.optim.LBFGS([w, shift] if shifts else [w], lr=1.0, max_iter=max(steps, 1), history_size=20,
@@ -182,7 +183,7 @@ def fit_line_potential(posteriors: np.ndarray, s: np.ndarray, bundle: int, sigma
     metric = np.concatenate([[c[0]], 0.5 * (c[1:] + c[:-1]), [c[-1]]])
     return LinePotential(s=s, cells=c, potential=phi.numpy(), gradient=dphi.numpy(),
                          metric=metric, history=np.asarray(history),
-                         centers=np.clip(s + shift.detach().numpy(), s[0], s[-1]))
+                         centers=s + shift.detach().numpy() * h)
 
 
 def fisher_length(s: np.ndarray, metric: np.ndarray) -> float:
