@@ -303,7 +303,8 @@ def _fit_grid(model: Any, samples: np.ndarray, s: np.ndarray, options: dict[str,
 LINE_ESTIMATORS: dict[str, LineEstimator] = {
     "kernel": LineEstimator("kernel", lambda shape, p, init: LineKernelPosterior(**init),
                             _fit_kernel, lambda x: x, min_samples=_kernel_budget),
-    "grid": LineEstimator("grid", lambda shape, p, init: LineGridPosterior(shape, p, **init),
+    "grid": LineEstimator("grid", lambda shape, p, init: LineGridPosterior(
+        shape, p, **{k: v for k, v in init.items() if k != "features"}),
                           _fit_grid, lambda x: x, smooth_model=True),
 }
 """The 1-D posterior estimators by name (``"flow"`` is not available for paths)."""
