@@ -194,3 +194,47 @@ def test_grid_estimator_fisher_length() -> None:
     exact = float(np.linalg.norm(z[1] - z[0]))
     print(f"grid: length {res.fisher_length:.3f} vs {exact:.3f}")
     assert abs(res.fisher_length / exact - 1) < 0.15
+
+
+# -- validation 3: the digits generator ------------------------------------------------------------
+@pytest.fixture(scope="module")
+def digits(tmp_path_factory):
+    """The digits generator at a reduced budget (1500 steps) and the classifier, trained into a
+    temporary cache (about 1-2 minutes each on one core)."""
+    mp = pytest.MonkeyPatch()
+    mp.setenv("LATENTATLAS_CACHE", str(tmp_path_factory.mktemp("cache")))
+    gen = la.generators.Digits.train_new(progress=False, steps=1500)
+    clf = la.features.Classifier.pretrained(progress=False)
+    yield gen, clf
+    mp.undo()
+
+
+def _classes(gen, clf, za, zb, points=100):
+    src = la.paths.make_source(gen, za, zb, "slerp", 0.0)
+    return clf.predict(src.decode(np.linspace(0, 1, points)[:, None]).float()).numpy()
+
+
+@pytest.mark.slow
+def test_digits_same_class_no_jump(digits) -> None:
+    """Latents 2 and 17 of the bank (both decoded as 7, the whole path too): no jump."""
+    gen, clf = digits
+    z = la.planes.digits_latents(200)
+    assert len(np.unique(_classes(gen, clf, z[2], z[17]))) == 1
+    res = la.paths.build(gen, z[2], z[17], eta=0.5, progress=False, analyses=False)
+    assert len(res.jumps) == 0
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(reason="measured: the flow-matching digits generator is continuous at 100 "
+                          "points; the class change 4 -> 7 at index 57 moves the posterior means "
+                          "smoothly (no step above the threshold; pixels, eta 0.5: g peaks at "
+                          "index 60, classifier features eta 1: at 46)", strict=False)
+def test_digits_class_change_is_a_jump(digits) -> None:
+    gen, clf = digits
+    z = la.planes.digits_latents(200)
+    c = _classes(gen, clf, z[0], z[2])
+    change = np.flatnonzero(np.diff(c))
+    assert len(change) == 1
+    res = la.paths.build(gen, z[0], z[2], eta=0.5, progress=False, analyses=False)
+    print("class change", change, "jumps", res.jumps, "argmax g", int(np.argmax(res.metric)))
+    assert len(res.jumps) == 1 and abs(int(res.jumps[0]) - int(change[0])) <= 1
