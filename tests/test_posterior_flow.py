@@ -12,6 +12,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from tests.reference_posteriors import log_mean_posteriors
 
 import latentatlas as la
 from latentatlas.posterior import bundles as B
@@ -105,7 +106,6 @@ def test_grid_maps_and_save_load(trained, tmp_path):
 
 @pytest.mark.slow
 def test_posteriors_log_mean_is_the_atlas_average(trained):
-    log_mean_posteriors = _pipeline_log_mean()
     model, x, _ = trained
     pts = x[[12 * G + 12, 3 * G + 20]]
     log = model.posteriors(pts, bundle=K, repeats=3, seed=4, progress=False)
@@ -155,15 +155,3 @@ def test_one_dimensional_params_and_bad_inputs(tmp_path):
         model.sample_posterior(np.zeros((3, 2, 5)), 2)
 
 
-def _pipeline_log_mean():
-    """``log_mean_posteriors`` of the atlas pipeline, wherever the atlas refactor has put it."""
-    import importlib
-
-    for name in ("latentatlas.atlas", "latentatlas.posterior.bundles"):
-        try:
-            fn = getattr(importlib.import_module(name), "log_mean_posteriors", None)
-        except ImportError:
-            continue
-        if fn is not None:
-            return fn
-    pytest.skip("the pipeline's log_mean_posteriors no longer exists")

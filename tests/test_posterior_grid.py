@@ -12,6 +12,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from tests.reference_posteriors import log_mean_posteriors
 
 import latentatlas as la
 from latentatlas.posterior import bundles as B
@@ -236,23 +237,8 @@ def test_posteriors_log_mean_is_the_atlas_average(trained):
     assert np.abs(mix - log).max() > 1e-4  # the geometric mean is narrower than the mixture
     with pytest.raises(ValueError, match="average: expected 'log' or 'probability', got 'mean'"):
         model.posteriors(pts, bundle=K, progress=False, average="mean")
-    log_mean_posteriors = _pipeline_log_mean()  # while the atlas pipeline still has its own
     ref = log_mean_posteriors(model, pts, K, 5, 3, batch_size=64, progress=False)
     assert np.array_equal(log, ref)
-
-
-def _pipeline_log_mean():
-    """``log_mean_posteriors`` of the atlas pipeline, wherever the atlas refactor has put it."""
-    import importlib
-
-    for name in ("latentatlas.atlas", "latentatlas.posterior.bundles"):
-        try:
-            fn = getattr(importlib.import_module(name), "log_mean_posteriors", None)
-        except ImportError:
-            continue
-        if fn is not None:
-            return fn
-    pytest.skip("the pipeline's log_mean_posteriors no longer exists")
 
 
 def _reference_log_mean(model, samples, bundle, repeats, seed, batch_size=1024):

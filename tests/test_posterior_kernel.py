@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from tests.reference_posteriors import log_mean_posteriors
 
 import latentatlas as la
 from latentatlas.posterior import bundles as B
@@ -125,19 +126,6 @@ def test_posteriors_log_mean_matches_closed_form_and_atlas():
     idx = B.choose_distinct(np.random.default_rng([1, p]), 4, 6, 3)
     geo = np.exp(np.log(_closed_form(samples[p][idx], PARAMS, 1.0)).mean(0))
     np.testing.assert_allclose(post[p], geo / geo.sum(), atol=1e-10)
-    log_mean_posteriors = _pipeline_log_mean()  # while the atlas pipeline still has its own
     assert np.array_equal(post, log_mean_posteriors(model, samples, 3, 4, 1, progress=False))
 
 
-def _pipeline_log_mean():
-    """``log_mean_posteriors`` of the atlas pipeline, wherever the atlas refactor has put it."""
-    import importlib
-
-    for name in ("latentatlas.atlas", "latentatlas.posterior.bundles"):
-        try:
-            fn = getattr(importlib.import_module(name), "log_mean_posteriors", None)
-        except ImportError:
-            continue
-        if fn is not None:
-            return fn
-    pytest.skip("the pipeline's log_mean_posteriors no longer exists")

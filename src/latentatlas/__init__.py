@@ -32,6 +32,7 @@ _SUBMODULES = (
     "report",
     "sources",
     "store",
+    "training",
 )
 
 __all__ = ["__version__", "load", "save", *_SUBMODULES]

@@ -54,11 +54,11 @@ def check_seed(value: Any, name: str = "seed") -> int:
 def check_finite_positive(value: Any, name: str, allow_zero: bool = False) -> float:
     """A finite float > 0 (or >= 0 with ``allow_zero``)."""
     if isinstance(value, bool) or not isinstance(value, int | float | np.integer | np.floating):
-        raise ValueError(f"{name}: expected a finite {'non-negative' if allow_zero else 'positive'}"
+        raise ValueError(f"{name}: expected a {'non-negative' if allow_zero else 'positive'}"
                          f" number, got {value!r}")
     out = float(value)
     if not math.isfinite(out) or out < 0 or (out == 0 and not allow_zero):
-        raise ValueError(f"{name}: expected a finite {'non-negative' if allow_zero else 'positive'}"
+        raise ValueError(f"{name}: expected a {'non-negative' if allow_zero else 'positive'}"
                          f" number, got {value!r}")
     return out
 

@@ -8,17 +8,15 @@ Stage ``geometry``: ``analyses.json`` (scalars) and ``analyses.npz`` (``ridges``
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 
-from .._util import save_json, save_npz
 from ..atlas.compare import compare, error_concentration, exact_reference
 from ..atlas.config import jsonable
-from ..atlas.container import RIDGE_C, Atlas
+from ..atlas.container import Atlas
 from ..atlas.stages import AnalysisStage, Context, evaluate_potential
 
 __all__ = ["GeometryStage", "run_analyses"]
@@ -42,16 +40,7 @@ class GeometryStage(AnalysisStage):
         post_model, posts = ctx.result("posterior")
         scalars, arrays = run_analyses(atlas, posts, ctx.source, post_model,
                                        progress=ctx.progress, options=self.options(ctx))
-        if ctx.run is not None:
-            save_npz(ctx.file("analyses.npz"), arrays)
-            save_json(ctx.file("analyses.json"), scalars)
-        return {"scalars": scalars, "arrays": arrays}
-
-    def load(self, ctx: Context) -> dict[str, Any]:
-        scalars = json.loads(ctx.file("analyses.json").read_text())
-        with np.load(ctx.file("analyses.npz"), allow_pickle=False) as data:
-            arrays = {k: data[k] for k in data.files}
-        return {"scalars": scalars, "arrays": arrays}
+        return self.save_results(ctx, scalars, arrays)
 
 
 def run_analyses(
@@ -92,9 +81,7 @@ def run_analyses(
     arrays: dict[str, np.ndarray] = {}
 
     # boundaries and phases: ridges of sqrt det g
-    vol = atlas.volume_element()
-    vol_pos = np.maximum(vol, max(float(vol.max()) * 1e-9, 1e-300))
-    mask = np.asarray(geometry.ridges(vol_pos, c=RIDGE_C), dtype=bool)
+    mask = atlas.boundaries()
     labels = np.asarray(geometry.phases(mask, min_size=max(2, (g0 * g1) // 100)))
     arrays["ridges"] = mask
     arrays["phases"] = labels.astype(np.int64)
@@ -151,14 +138,30 @@ def run_analyses(
                            "threshold": float(path.threshold)}
 
     # baselines
-    if not opts.get("baselines", True):
-        ref = exact_reference(source, a0, a1)
+    ref = exact_reference(source, a0, a1)
+    if ref:
+        for key, value in ref.items():
+            arrays[f"exact_{key}"] = value
+        scalars["accuracy"] = {"ours": compare(atlas, ref)}
+        scalars["error_concentration"] = error_concentration(atlas, ref)
+    if opts.get("baselines", True):
+        inv_cov = np.asarray(geometry.inverse_covariance_metric(posts, a0, a1, bundle=k,
+                                                                sigma=sigma))
+        arrays["baseline_inverse_covariance_metric"] = inv_cov
+        pot_opts = {key: v for key, v in dict(cfg.get("potential_options", {})).items()
+                    if key in ("steps", "lr", "batch_points", "centroid_weight")}
+        mlp, _ = geometry.fit_mlp_potential(posts, a0, a1, bundle=k, sigma=sigma,
+                                            progress=progress, seed=seed + 4, **pot_opts)
+        mlp_phi, mlp_grad, mlp_hess = evaluate_potential(mlp, atlas.params())
+        mlp_fields = {"potential": mlp_phi.reshape(g0, g1),
+                      "gradient": mlp_grad.reshape(g0, g1, 2),
+                      "metric": mlp_hess.reshape(g0, g1, 2, 2)}
+        for key, value in mlp_fields.items():
+            arrays[f"baseline_mlp_{key}"] = value
         if ref:
-            for key, value in ref.items():
-                arrays[f"exact_{key}"] = value
-            scalars["accuracy"] = {"ours": compare(atlas, ref)}
-            scalars["error_concentration"] = error_concentration(atlas, ref)
-        return jsonable(scalars), arrays
+            scalars["accuracy"]["inverse_covariance"] = compare({"metric": inv_cov}, ref)
+            scalars["accuracy"]["mlp_potential"] = compare(mlp_fields, ref, axes=(a0, a1))
+    return jsonable(scalars), arrays
     inv_cov = np.asarray(geometry.inverse_covariance_metric(posts, a0, a1, bundle=k, sigma=sigma))
     arrays["baseline_inverse_covariance_metric"] = inv_cov
     pot_opts = {key: v for key, v in dict(cfg.get("potential_options", {})).items()
@@ -183,21 +186,6 @@ def run_analyses(
         }
         scalars["error_concentration"] = error_concentration(atlas, ref)
     return jsonable(scalars), arrays
-
-
-def _fisher_speed(atlas: Atlas, points: np.ndarray) -> np.ndarray:
-    """sqrt(dt^T g dt) per unit of the segment's parameter, at each point: (M,)."""
-    d = (points[-1] - points[0])
-    g = atlas.metric_at(points) if atlas.potential_model is None else _grid_metric_at(atlas, points)
-    return np.sqrt(np.clip(np.einsum("i,mij,j->m", d, g, d), 0, None))
-
-
-def _grid_metric_at(atlas: Atlas, points: np.ndarray) -> np.ndarray:
-    model, atlas.potential_model = atlas.potential_model, None
-    try:
-        return atlas.metric_at(points)
-    finally:
-        atlas.potential_model = model
 
 
 def _fisher_speed(atlas: Atlas, points: np.ndarray) -> np.ndarray:

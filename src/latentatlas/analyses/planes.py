@@ -15,13 +15,11 @@ Outputs: ``planes.json`` (scalars) and ``planes.npz`` (arrays: ``labels``, ``rid
 from __future__ import annotations
 
 import dataclasses
-import json
 from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 
-from .._util import save_json, save_npz
 from ..atlas.config import jsonable
 from ..atlas.container import volume_element
 from ..atlas.stages import AnalysisStage, Context
@@ -90,17 +88,7 @@ class PlanesStage(AnalysisStage):
 
         if opts["eta_compare"]:
             self._eta(ctx, plane, det_plane, opts, scalars, arrays)
-        scalars = jsonable(scalars)
-        if ctx.run is not None:
-            save_json(ctx.file("planes.json"), scalars)
-            save_npz(ctx.file("planes.npz"), arrays)
-        return {"scalars": scalars, "arrays": arrays}
-
-    def load(self, ctx: Context) -> dict[str, Any]:
-        scalars = json.loads(ctx.file("planes.json").read_text())
-        with np.load(ctx.file("planes.npz"), allow_pickle=False) as data:
-            arrays = {k: data[k] for k in data.files}
-        return {"scalars": scalars, "arrays": arrays}
+        return self.save_results(ctx, jsonable(scalars), arrays)
 
     # ----------------------------------------------------------------------------------------
     @staticmethod

@@ -17,7 +17,6 @@ from .estimators import ESTIMATORS, Estimator
 from .pipeline import build, execute, stages_for
 from .runfolder import RunFolder
 from .stages import ANALYSES, AnalysisStage, Context, Stage, evaluate_potential, register_analysis
-from .transition import log_mean_posteriors
 
 __all__ = [
     "ANALYSES",
@@ -42,7 +41,6 @@ __all__ = [
     "execute",
     "jsonable",
     "load",
-    "log_mean_posteriors",
     "read_accuracy",
     "register_analysis",
     "source_from_config",

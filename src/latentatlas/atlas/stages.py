@@ -11,6 +11,7 @@ one class and registering it: no other stage changes.
 
 from __future__ import annotations
 
+import json
 import logging
 import pkgutil
 import time
@@ -21,7 +22,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
-from .._util import grid, save_json, save_npy
+from .._util import grid, save_json, save_npy, save_npz
 from .container import Atlas
 from .container import load as load_atlas
 from .estimators import ESTIMATORS
@@ -132,6 +133,28 @@ class AnalysisStage(Stage):
 
     def options(self, ctx: Context) -> dict[str, Any]:
         return dict(ctx.config.analyses.get(self.name, {}))
+
+    def _files(self) -> tuple[str, str]:
+        json_name = next(o for o in self.outputs if o.endswith(".json"))
+        return json_name, next(o for o in self.outputs if o.endswith(".npz"))
+
+    def save_results(self, ctx: Context, scalars: dict[str, Any],
+                     arrays: dict[str, np.ndarray]) -> dict[str, Any]:
+        """Write the stage's scalars (its ``.json`` output) and arrays (its ``.npz`` output)
+        when there is a run folder; return ``{"scalars", "arrays"}``."""
+        if ctx.run is not None:
+            json_name, npz_name = self._files()
+            save_npz(ctx.file(npz_name), arrays)
+            save_json(ctx.file(json_name), scalars)
+        return {"scalars": scalars, "arrays": arrays}
+
+    def load(self, ctx: Context) -> dict[str, Any]:
+        """Read what :meth:`save_results` wrote."""
+        json_name, npz_name = self._files()
+        scalars = json.loads(ctx.file(json_name).read_text())
+        with np.load(ctx.file(npz_name), allow_pickle=False) as data:
+            arrays = {k: data[k] for k in data.files}
+        return {"scalars": scalars, "arrays": arrays}
 
 
 class _Lazy(dict):

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import click
 
+from .._util import check_finite_positive, check_int
 from .common import main
 
 __all__ = ["flows"]
@@ -30,11 +31,6 @@ def _parse_hidden(value: str) -> tuple[int, ...]:
     if not hidden or min(hidden) <= 0:
         raise ValueError(f"--hidden: expected comma-separated positive ints, got {value!r}")
     return hidden
-
-
-def _positive(value: float, name: str) -> None:
-    if not value > 0:
-        raise ValueError(f"{name}: expected a positive number, got {value!r}")
 
 
 @flows.command("train")
@@ -91,11 +87,11 @@ def train_cmd(
     for value, name in ((steps, "--steps"), (batch_size, "--batch-size"), (lr, "--lr"),
                         (samples, "--samples"), (train_size, "--train-size"),
                         (test_size, "--test-size")):
-        _positive(value, name)
+        check_finite_positive(value, name)
     if seed < 0:
         raise ValueError(f"--seed: expected a non-negative int, got {seed}")
     if transforms is not None:
-        _positive(transforms, "--transforms")
+        check_int(transforms, "--transforms", minimum=1)
     hidden_t = _parse_hidden(hidden)
     n_layers = transforms or _DEFAULT_TRANSFORMS[model]
 

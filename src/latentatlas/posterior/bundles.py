@@ -23,6 +23,8 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
+from .._util import check_int, grid_points
+
 __all__ = [
     "Bundles",
     "bump_kernel",
@@ -59,9 +61,9 @@ def check_axes(axis0: Any, axis1: Any) -> tuple[np.ndarray, np.ndarray]:
 
 
 def grid_params(axis0: np.ndarray, axis1: np.ndarray) -> np.ndarray:
-    """The grid's points in 'ij' order: (G0 * G1, 2), row ``i * G1 + j`` is ``(axis0[i], axis1[j])``."""
-    a, b = np.meshgrid(axis0, axis1, indexing="ij")
-    return np.stack([a.ravel(), b.ravel()], axis=-1)
+    """The grid's points in 'ij' order: (G0 * G1, 2), row ``i * G1 + j`` is ``(axis0[i], axis1[j])``
+    (:func:`latentatlas._util.grid_points`)."""
+    return grid_points(axis0, axis1)
 
 
 def check_samples(
@@ -94,12 +96,6 @@ def check_samples(
     return shape[0], shape[1], shape[2:]
 
 
-def _positive_int(value: Any, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value <= 0:
-        raise ValueError(f"{name}: expected a positive int, got {value!r}")
-    return int(value)
-
-
 def neighbours(params: np.ndarray, k: int, scale: np.ndarray | None = None) -> np.ndarray:
     """Indices of the ``k`` nearest points of every point (itself first), by scaled distance.
 
@@ -117,7 +113,7 @@ def neighbours(params: np.ndarray, k: int, scale: np.ndarray | None = None) -> n
     if params.ndim != 2:
         raise ValueError(f"params: expected shape (P, d), got {params.shape}")
     n = params.shape[0]
-    k = _positive_int(k, "neighbours")
+    k = check_int(k, "neighbours", minimum=1)
     if k > n:
         raise ValueError(f"neighbours: expected at most P = {n} (the number of grid points), got {k}")
     scale = np.ones(params.shape[1]) if scale is None else np.asarray(scale, dtype=np.float64)
@@ -249,8 +245,8 @@ def draw_bundles(
     Returns:
         :class:`Bundles`.
     """
-    n = _positive_int(n, "n")
-    bundle = _positive_int(bundle, "bundle")
+    n = check_int(n, "n", minimum=1)
+    bundle = check_int(bundle, "bundle", minimum=1)
     rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
     pool = np.arange(samples_per_point) if pool is None else np.asarray(pool, dtype=np.int64)
     npool, kneib = pool.shape[0], neighbour_index.shape[1]

@@ -1,13 +1,12 @@
-"""The log-mean of bundle posteriors for estimators whose ``posteriors`` has no ``average``
-argument yet (kept until every ``la.posterior`` estimator computes it itself)."""
+"""The atlas pipeline's log-mean of bundle posteriors as it was written before the estimators
+computed it themselves (commit b2ddf98, ``latentatlas.atlas.log_mean_posteriors``): kept here as an
+independent reference for ``PosteriorMap.posteriors(average="log")``."""
 
 from __future__ import annotations
 
 from typing import Any
 
 import numpy as np
-
-__all__ = ["log_mean_posteriors"]
 
 
 def log_mean_posteriors(
@@ -37,7 +36,7 @@ def log_mean_posteriors(
     import torch
     from tqdm.auto import tqdm
 
-    from ..posterior.bundles import choose_distinct
+    from latentatlas.posterior.bundles import choose_distinct
 
     samples = np.asarray(samples)
     p_all, s = samples.shape[:2]
