@@ -114,3 +114,23 @@ def test_interrupted_run_resumes_without_recomputing(tmp_path, capsys):
     assert code == 0 and "stage report: found report/index.html, skipped" in err
     assert [line for line in err.splitlines() if "running" in line] == [
         "latentatlas: stage sample: running"]
+
+
+def test_atlas_reuses_a_store_filled_by_sample(tmp_path, capsys):
+    """`sample gaussian` and `atlas gaussian` share options and defaults: the atlas built on the
+    store equals the one that samples itself, bit for bit; a store of other samples is refused."""
+    opts = ["--resolution", "6", "--samples", "16", "--seed", "4"]
+    fit = ["--bundle", "8", "--steps", "30", "--potential-steps", "30", "--quiet"]
+    store = tmp_path / "store"
+    assert _run(["sample", "gaussian", *opts, "--out", str(store), "--quiet"], capsys)[0] == 0
+    code, _, err = _run(["atlas", "gaussian", *opts, *fit, "--store", str(store), "--out",
+                         str(tmp_path / "a")], capsys)
+    assert code == 0, err
+    assert not (tmp_path / "a" / "store.zarr").exists()  # nothing sampled
+    code, _, err = _run(["atlas", "gaussian", *opts, *fit, "--out", str(tmp_path / "b")], capsys)
+    assert code == 0, err
+    a, b = load(tmp_path / "a"), load(tmp_path / "b")
+    assert np.array_equal(a.metric, b.metric) and np.array_equal(a.potential, b.potential)
+    code, _, err = _run(["atlas", "gaussian", "--resolution", "6", "--samples", "16", "--seed",
+                         "5", *fit, "--store", str(store), "--out", str(tmp_path / "c")], capsys)
+    assert code == 2 and "seed 5 != stored 4" in err and len(err.strip().splitlines()) == 1
