@@ -233,7 +233,7 @@ def test_cli_atlas_diffusers(pipe, tmp_path, capsys):
     pipe.save_pretrained(folder)
     out = tmp_path / "run"
     code = run(["atlas", "diffusers", "--model", str(folder), "--prompt", PROMPT,
-                "--ddim-steps", "2", "--resolution", "6", "--posterior-resolution", "6",
+                "--ddim-steps", "2", "--resolution", "6",
                 "--eta-compare", "0", "--zoom-points", "1", "--zoom-resolution", "0",
                 "--path-points", "0",
                 "--potential-steps", "3", "--quiet", "--out", str(out)])

@@ -311,21 +311,14 @@ def test_plane_run_report(tmp_path):
     assert payload["images"]["tile"] == [16, 13]  # factor 6: 96 // 6, 80 // 6
 
 
-def test_images_report_as_planes_analyze_calls_it(tmp_path):
-    """``planes.analyze`` draws images.html from in-memory arrays; the interactive page comes
-    with it (from the run folder's atlas.npz and images.npy)."""
-    from latentatlas.report.images import write_images_report
+def test_plane_run_report_has_images_page_and_interactive_page(tmp_path):
+    """The pipeline's report stage (``write_report``, as ``planes.analyze`` runs it) draws
+    images.html from the run folder's files and the interactive page links to it."""
+    from latentatlas.report.atlas import write_report
 
     run = plane_run(tmp_path, g=8, image_shape=(8, 8))
-    with np.load(run / "planes.npz") as data:
-        arrays = {k: data[k] for k in data.files}
-    with np.load(run / "atlas.npz") as data:
-        atlas = SimpleNamespace(axis0=data["axis0"], axis1=data["axis1"], labels=data["labels"],
-                                bounds=((-1.0, 1.0), (0.5, 2.0)))
-    path = write_images_report(run, atlas=atlas, images=np.load(run / "images.npy"),
-                               scalars=json.loads((run / "planes.json").read_text()),
-                               arrays=arrays)
-    assert path == run / "report" / "images.html"
+    write_report(run)
+    assert (run / "report" / "images.html").is_file()
     payload = page_payload(run / "report" / "index.html")
     assert payload["kind"] == "plane" and payload["images"]["tile"] == [8, 8]
     assert "href='images.html'" in (run / "report" / "index.html").read_text()

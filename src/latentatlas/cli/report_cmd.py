@@ -40,7 +40,7 @@ def report(run_dir: str, open_browser: bool, thumbnail: int | None) -> None:
     if thumbnail is not None and thumbnail < 1:
         raise ValueError(f"--thumbnail: expected a positive number of pixels, got {thumbnail}")
     if not Path(run_dir).is_dir():
-        raise FileNotFoundError(f"DIR: no run folder {run_dir!r} (no atlas.npz or path.npz)")
+        raise FileNotFoundError(f"DIR: no folder {run_dir!r} (no atlas.npz or path.npz)")
     try:
         run_kind(run_dir)
     except FileNotFoundError:
