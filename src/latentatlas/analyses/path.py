@@ -39,7 +39,7 @@ from typing import Any
 import numpy as np
 
 from .._util import save_json, save_npy, save_npz
-from ..atlas.stages import AnalysisStage, Context, Stage
+from ..atlas.stages import AnalysisStage, Context, PosteriorStage, Stage
 
 __all__ = ["JumpsStage", "LinePosteriorStage", "LinePotentialStage", "PathResult", "PathStage",
            "path_fields"]
@@ -129,7 +129,7 @@ def path_fields(posteriors: np.ndarray, pot: Any) -> PathResult:
                       extra={"cells": pot.cells, "centers": pot.centers, "overlap": overlap})
 
 
-class LinePosteriorStage(Stage):
+class LinePosteriorStage(PosteriorStage):
     """The 1-D posterior estimator and its posterior maps: ``posterior.safetensors``,
     ``posteriors.npy`` (P, P)."""
 
@@ -152,19 +152,7 @@ class LinePosteriorStage(Stage):
         posts = model.posteriors(est.bundle_samples(samples), bundle=cfg.bundle,
                                  repeats=cfg.posterior_repeats, seed=cfg.seed + 1,
                                  average=cfg.posterior_average)
-        posts = np.asarray(posts, dtype=np.float64)
-        if ctx.run is not None:
-            from ..io import save as save_model
-
-            save_model(model, ctx.file("posterior.safetensors"))
-            save_npy(ctx.file("posteriors.npy"), posts)
-        return model, posts
-
-    def load(self, ctx: Context) -> tuple[Any, np.ndarray]:
-        from ..io import load as load_model
-
-        posts = np.load(ctx.file("posteriors.npy"), allow_pickle=False)
-        return load_model(ctx.file("posterior.safetensors")), posts
+        return self.keep(ctx, model, np.asarray(posts, dtype=np.float64))
 
 
 class LinePotentialStage(Stage):

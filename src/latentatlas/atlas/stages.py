@@ -279,6 +279,11 @@ class PosteriorStage(Stage):
             from ..geometry import smooth
 
             posts = smooth(torch.as_tensor(posts), cfg.sigma).double().numpy()
+        return self.keep(ctx, model, posts)
+
+    @staticmethod
+    def keep(ctx: Context, model: Any, posts: np.ndarray) -> tuple[Any, np.ndarray]:
+        """Write the estimator and its maps into the run folder (if any); return both."""
         if ctx.run is not None:
             from ..io import save as save_model
 
