@@ -16,6 +16,8 @@ import numpy as np
 import pytest
 
 import latentatlas as la
+from latentatlas.exact import ising as exact_ising
+from latentatlas.sources import ising as ising_module
 from latentatlas.sources._rng import integrated_time
 from latentatlas.sources.ising import T_CRITICAL, Ising2D, ising_sufficient_statistics
 
@@ -90,7 +92,7 @@ def test_l4_against_enumeration(algorithm: str) -> None:
 
 
 def test_l8_against_transfer_matrix() -> None:
-    exact = pytest.importorskip("latentatlas.exact.ising")
+    exact = exact_ising
     ex = exact.IsingExact(8)
     points = np.array([[1.8, 0.0], [2.6, 0.05], [3.5, 0.3], [2.0, -0.1]])
     src = Ising2D(8)
@@ -123,7 +125,7 @@ def test_l8_against_transfer_matrix() -> None:
 
 
 def test_l8_critical_wolff() -> None:
-    exact = pytest.importorskip("latentatlas.exact.ising")
+    exact = exact_ising
     ex = exact.IsingExact(8)
     points = np.array([[T_CRITICAL, 0.0], [2.4, 0.0]])
     src = Ising2D(8, algorithm="wolff")
@@ -158,9 +160,22 @@ def test_determinism_and_batching() -> None:
         np.testing.assert_array_equal(da[key][0], d2[key][1])
 
 
-def test_low_temperature_with_field_is_aligned() -> None:
-    # T = 1, h = -0.2: the equilibrium magnetisation is ~ -1; an ordered start aligned with the
-    # field reaches it at once (a start against the field would stay metastable for very long)
+def test_low_temperature_with_field_equilibrates_from_an_anti_aligned_start(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # T = 1, h = -0.2: the equilibrium magnetisation per spin is ~ -1 (exact L = 16 value within
+    # 1e-3 of -1 at K = 1 deep in the ordered phase). The chains are forced to start ordered
+    # AGAINST the field (all spins +1), so the test checks that the sampler leaves the metastable
+    # sector (here through the global-flip move, accepted with min(1, exp(-2 H M)) = 1), not
+    # only that an aligned start stays aligned.
+    init = ising_module._Chains.__init__
+
+    def anti_aligned(self, K, H, L, seeds, wolff):  # type: ignore[no-untyped-def]
+        init(self, K, H, L, seeds, wolff)
+        self.spins *= -1
+        self.msum *= -1
+        assert np.all(self.spins.mean((1, 2)) * np.sign(H) < 0)  # started against the field
+
+    monkeypatch.setattr(ising_module._Chains, "__init__", anti_aligned)
     x = Ising2D(16).sample([[1.0, -0.2]], 20, seed=0)
     assert x.mean() < -0.99
 

@@ -85,6 +85,18 @@ def test_matches_exact_smoothed_posterior(trained):
     # but each bundle's mean must be close to the exact bundle mean (RMS over all < 0.35 cells).
     pm = model.posterior_means(x, bundle=K, repeats=16, seed=1, progress=False)
     assert pm.shape == (G * G, 16, 2)
+    params = B.grid_params(AXIS, AXIS)
+    kern = B.bump_kernel(G, SIGMA)
+    exact = np.empty_like(pm)
+    for p in range(G * G):
+        idx = B.choose_distinct(np.random.default_rng([1, p]), 16, S, K)
+        xb = x[p][idx].astype(np.float64)  # (R, K, 2): the bundles posterior_means draws
+        lp = -0.5 * ((xb[:, :, None, :] - params[None, None]) ** 2).sum((-1, 1))  # (R, P)
+        pr = np.exp(lp - lp.max(1, keepdims=True))
+        pr = (pr / pr.sum(1, keepdims=True)).reshape(16, G, G)
+        exact[p] = _means(np.einsum("rab,ai,bj->rij", pr, kern, kern))
+    err = np.linalg.norm(pm - exact, axis=-1) / CELL
+    assert np.sqrt((err**2).mean()) < 0.35, np.sqrt((err**2).mean())
 
 
 def test_permutation_invariance_and_predict(trained):
