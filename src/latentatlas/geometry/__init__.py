@@ -2,6 +2,8 @@
 
 - :mod:`.potential`: :class:`Potential` (input-convex network), :func:`fit_potential` (Bregman /
   Jensen–Shannon fit of log Z to gridded posteriors), :func:`model_posterior`.
+- :mod:`.coordinates`: :class:`CoordinatePotential` (``Phi(u(t))``, metric ``J^T Hess Phi J``),
+  :class:`LearnedCoordinates` (learned Hessian coordinates), :func:`coordinate_potential`.
 - :mod:`.metric`: :func:`metric`, :func:`change_coordinates`, :func:`volume_element`,
   :func:`scalar_curvature`, :func:`grid_metric_fn`.
 - :mod:`.geodesics`: :func:`geodesic`, :func:`path_length`.
@@ -27,6 +29,9 @@ _LAZY = {
     "smoothing_matrix": "potential",
     "js_divergence": "potential",
     "posterior_moments": "potential",
+    "CoordinatePotential": "coordinates",
+    "LearnedCoordinates": "coordinates",
+    "coordinate_potential": "coordinates",
     "metric": "metric",
     "change_coordinates": "metric",
     "volume_element": "metric",

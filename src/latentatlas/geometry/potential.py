@@ -142,6 +142,17 @@ class PotentialBase(Configurable, nn.Module):
     def init_quadratic(self, matrix: Tensor) -> None:  # pragma: no cover - overridden
         """Set the quadratic part so that ``Hess Phi ≈ matrix`` (d, d) (absolute units)."""
 
+    def bregman_parts(self, grid: Tensor, idx: Tensor, create_graph: bool
+                      ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+        """What the Bregman posterior needs, in the coordinates ``u`` where Phi is a Bregman
+        potential (here ``u = t``; :class:`~latentatlas.geometry.coordinates.CoordinatePotential`
+        maps them): ``(Phi on the grid (P,), u(grid) (P, d), Phi (S,), grad_u Phi (S, d),
+        u (S, d))`` at the source points ``grid[idx]``."""
+        phi_grid = self(grid)
+        src = grid[idx]
+        phi_src, grad_src = _phi_and_grad(self, src, create_graph=create_graph)
+        return phi_grid, grid, phi_src, grad_src, src
+
 
 class Potential(PotentialBase):
     """Input-convex neural network potential (Amos, Xu & Kolter, 2017).
@@ -325,8 +336,9 @@ def model_posterior(
     idx = torch.arange(grid.shape[0], device=grid.device) if sources is None else torch.as_tensor(sources)
     if not (isinstance(batch, int) and batch > 0):
         raise ValueError(f"batch: expected a positive int, got {batch!r}")
+    parts = getattr(phi, "bregman_parts", None) if hasattr(phi, "to_u") else None
     with torch.no_grad():
-        phi_grid = phi(grid)
+        phi_grid = phi(grid) if parts is None else None
     mats = None
     if sigma > 0:
         mats = (
@@ -335,9 +347,13 @@ def model_posterior(
         )
     out = []
     for chunk in idx.split(batch):
-        src = grid[chunk]
-        phi_src, grad_src = _phi_and_grad(phi, src, create_graph=False)
-        logq = bregman_log_posterior(phi_grid, grid, phi_src.detach(), grad_src, src, bundle)
+        if parts is None:
+            src = grid[chunk]
+            phi_src, grad_src = _phi_and_grad(phi, src, create_graph=False)
+            logq = bregman_log_posterior(phi_grid, grid, phi_src.detach(), grad_src, src, bundle)
+        else:  # a potential in other coordinates u(t): the Bregman divergence is taken in u
+            pg, ug, ps, gs, us = (x.detach() for x in parts(grid, chunk, False))
+            logq = bregman_log_posterior(pg, ug, ps, gs, us, bundle)
         q = logq.exp().reshape(-1, g0, g1)
         out.append(smooth(q, sigma, mats).detach() if mats is not None else q.detach())
     return torch.cat(out)
@@ -386,10 +402,22 @@ def posterior_moments(post: Tensor, axis0: Tensor, axis1: Tensor) -> tuple[Tenso
 
 def _initial_metric(post: Tensor, axis0: Tensor, axis1: Tensor, bundle: float, sigma: float) -> Tensor:
     """Median metric (2, 2) from the inverse posterior covariance (see baselines)."""
+    return _initial_metric_from(post, axis0, axis1, bundle, sigma)
+
+
+def _initial_metric_from(post: Tensor, axis0: Tensor, axis1: Tensor, bundle: float, sigma: float,
+                         jac: Tensor | None = None) -> Tensor:
+    """Median (over grid points) metric (2, 2) from the inverse posterior covariance, in the
+    coordinates ``u(t)`` whose Jacobian at the grid points is ``jac`` (P, 2, 2) (delta method:
+    ``cov_u = J cov_t J^T``; default ``u = t``)."""
     _, cov = posterior_moments(post.double(), axis0.double(), axis1.double())
     h0 = float(axis0[1] - axis0[0]) if len(axis0) > 1 else 1.0
     h1 = float(axis1[1] - axis1[0]) if len(axis1) > 1 else 1.0
     kernel = torch.diag(torch.tensor([(sigma * h0) ** 2, (sigma * h1) ** 2], dtype=cov.dtype))
+    if jac is not None:
+        j = jac.to(cov)
+        cov = j @ cov @ j.transpose(1, 2)
+        kernel = j @ kernel @ j.transpose(1, 2)
     cov = cov - kernel
     # keep only well-posed covariances; fall back to the raw ones if none is
     evals = torch.linalg.eigvalsh(cov)
@@ -521,10 +549,8 @@ def fit_potential(
 
     def loss_fn(idx: Tensor) -> Tensor:
         with torch.enable_grad():
-            src = grid[idx]
-            phi_grid = potential(grid)
-            phi_src, grad_src = _phi_and_grad(potential, src, create_graph=True)
-            logq = bregman_log_posterior(phi_grid, grid, phi_src, grad_src, src, K)
+            phi_grid, u_grid, phi_src, grad_src, src = potential.bregman_parts(grid, idx, True)
+            logq = bregman_log_posterior(phi_grid, u_grid, phi_src, grad_src, src, K)
             q = smooth(logq.exp().reshape(-1, g0, g1), sigma, mats if sigma > 0 else None)
             target = p[idx]
             loss = js_divergence(target, q).mean()

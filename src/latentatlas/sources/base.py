@@ -182,6 +182,41 @@ class Source(Configurable):
         """Sufficient statistics f(x): (..., *sample_shape) -> (..., k)."""
         raise NotImplementedError(f"{type(self).__name__} is not an exponential family")
 
+    def natural_map(self) -> Any:
+        """The map ``t -> eta(t)`` to natural parameters as a savable torch module
+        ((N, d) -> (N, d), differentiable), when the source's coordinates are not natural but
+        it knows the map; None otherwise (the default: natural coordinates already, or unknown).
+        The atlas pipeline then fits the potential in ``eta`` and pulls the metric back,
+        ``g = J^T Hess Phi J`` (``potential={"coordinates": "natural"}``)."""
+        return None
+
+    @property
+    def natural_coordinates(self) -> bool:
+        """Whether the source's own coordinates are natural parameters of an exponential family
+        (then the exact potential log Z and its gradient are comparable with a fitted potential;
+        otherwise only the metric is)."""
+        return False
+
+    def natural_jacobian(self, params: np.ndarray) -> np.ndarray:
+        """``J[p, a, i] = d eta_a / d t_i`` of :meth:`natural_map` at points (P, d) -> (P, d, d)
+        (float64, by autograd).
+
+        Raises:
+            ValueError: when the source has no natural map.
+        """
+        import torch
+
+        fn = self.natural_map()
+        if fn is None:
+            raise ValueError(f"{type(self).__name__} has no natural map (its coordinates are "
+                             "natural already, or the map is unknown)")
+        arr = self.check_params(params)
+        t = torch.as_tensor(arr, dtype=torch.float64).requires_grad_(True)
+        u = fn.double()(t)
+        rows = [torch.autograd.grad(u[:, a].sum(), t, retain_graph=True)[0]
+                for a in range(u.shape[1])]
+        return torch.stack(rows, 1).numpy()
+
     def fingerprint(self) -> tuple[str, dict[str, Any]]:
         """A hash of the source's class, config (tensor arguments included) and weights, and its
         config as JSON-able data (tensors as references): what a store or a run folder records to

@@ -19,10 +19,13 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+import torch
+from torch import nn
 
+from ..io import Configurable
 from .base import Source, check_bounds, point_seed_sequence
 
-__all__ = ["GaussianFamily"]
+__all__ = ["GaussianFamily", "MeanStdToNatural"]
 
 _COORDS = {
     # names, domain, default bounds. A bundle of N = 16 draws (dim = 1) gives a posterior whose
@@ -40,6 +43,14 @@ _COORDS = {
         ((-1.5, 1.5), (0.5, 1.5)),
     ),
 }
+
+
+class MeanStdToNatural(Configurable, nn.Module):
+    """``(mu, sigma) -> (mu / sigma^2, -1 / (2 sigma^2))``: (N, 2) -> (N, 2) (torch)."""
+
+    def forward(self, t: torch.Tensor) -> torch.Tensor:
+        mu, sigma = t[:, 0], t[:, 1]
+        return torch.stack([mu / sigma**2, -0.5 / sigma**2], 1)
 
 
 class GaussianFamily(Source):
@@ -106,6 +117,14 @@ class GaussianFamily(Source):
         """(P, 2) -> (P, 2) natural parameters ``(mu / sigma^2, -1 / (2 sigma^2))``."""
         mu, sigma = self.mean_std(params)
         return np.stack([mu / sigma**2, -0.5 / sigma**2], 1)
+
+    def natural_map(self) -> MeanStdToNatural | None:
+        """:class:`MeanStdToNatural` in ``mean_std`` coordinates; None in natural ones."""
+        return MeanStdToNatural() if self.coords == "mean_std" else None
+
+    @property
+    def natural_coordinates(self) -> bool:
+        return self.coords == "natural"
 
     def sufficient_statistics(self, x: np.ndarray) -> np.ndarray:
         """(..., m) -> (..., 2) float64: ``(Σ_j x_j, Σ_j x_j^2)``."""

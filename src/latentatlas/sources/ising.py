@@ -38,7 +38,10 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+import torch
+from torch import nn
 
+from ..io import Configurable
 from ._ising_kernels import _run, _run_lanes
 from ._rng import (
     auto_thin,
@@ -52,7 +55,7 @@ from ._rng import (
 )
 from .base import Source, point_seeds
 
-__all__ = ["Ising2D", "T_CRITICAL", "ising_sufficient_statistics"]
+__all__ = ["Ising2D", "T_CRITICAL", "TemperatureToNatural", "ising_sufficient_statistics"]
 
 _LANES = 64  # lattices per lockstep block
 _MIN_LANES = 6  # fewer Metropolis lattices than this run in the scalar kernel
@@ -234,6 +237,21 @@ class _Chains:
         return integrated_time(rec_b), integrated_time(m)
 
 
+class TemperatureToNatural(Configurable, nn.Module):
+    """``(T, h) -> (K, H) = (J / T, h / T)``: (N, 2) -> (N, 2) (torch).
+
+    Args:
+        J: coupling.
+    """
+
+    def __init__(self, J: float = 1.0) -> None:
+        super().__init__()
+        self.J = float(J)
+
+    def forward(self, t: torch.Tensor) -> torch.Tensor:
+        return torch.stack([self.J / t[:, 0], t[:, 1] / t[:, 0]], 1)
+
+
 class Ising2D(Source):
     """Periodic L x L Ising model; samples are int8 lattices of ±1, shape (L, L).
 
@@ -334,6 +352,14 @@ class Ising2D(Source):
         if self.coords == "natural":
             return arr.copy()
         return np.stack([self.J / arr[:, 0], arr[:, 1] / arr[:, 0]], axis=1)
+
+    def natural_map(self) -> TemperatureToNatural | None:
+        """:class:`TemperatureToNatural` in temperature coordinates; None in natural ones."""
+        return TemperatureToNatural(self.J) if self.coords == "temperature" else None
+
+    @property
+    def natural_coordinates(self) -> bool:
+        return self.coords == "natural"
 
     def sufficient_statistics(self, x: np.ndarray) -> np.ndarray:
         """(..., L, L) -> (..., 2): ``(Σ_<ij> s_i s_j, Σ_i s_i)`` over 2 L² bonds."""
