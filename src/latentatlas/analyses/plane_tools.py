@@ -265,6 +265,12 @@ def refine_boundary(label_fn: Callable[[np.ndarray], np.ndarray], p: Sequence[fl
     return 0.5 * (p + q)
 
 
+#: Dimension above which a measurable zoom window counts as new structure: halfway between a
+#: smooth curve (1) and the Koch curve (log 4 / log 3 = 1.262), both read within 0.06 by the
+#: refined box counting at the pipeline's 32-cell windows (tests/test_zoom_calibration.py).
+NEW_STRUCTURE_DIMENSION = 1.13
+
+
 @dataclass
 class ZoomResult:
     """A zoom series around one boundary point.
@@ -272,10 +278,16 @@ class ZoomResult:
     Attributes:
         center: (2,).
         levels: the :class:`~latentatlas.geometry.zoom.ZoomLevel` per zoom.
-        dimensions: (Z,) box-counting dimension of the class boundary per zoom (NaN: < 2 classes).
+        dimensions: (Z,) box-counting dimension of the class boundary per zoom (NaN where not
+            measurable).
         classes: (Z,) classes in the window.
+        measurable: (Z,) bool, the window supports a box-counting slope (two classes or more, a
+            boundary of at least ``min_boxes`` boxes at the coarsest level).
         new_structure: (Z,) bool, the window shows more than a single smooth curve between two
-            classes (more than 2 classes, or a dimension above 1.15).
+            classes: more than 2 classes, or a measurable dimension above ``threshold``. A window
+            with two classes and no measurable dimension is not counted as new structure (see
+            ``measurable``).
+        threshold: the dimension threshold used.
     """
 
     center: np.ndarray
@@ -283,6 +295,8 @@ class ZoomResult:
     dimensions: np.ndarray
     classes: np.ndarray
     new_structure: np.ndarray
+    measurable: np.ndarray | None = None
+    threshold: float = NEW_STRUCTURE_DIMENSION
 
     @property
     def keeps_appearing(self) -> bool:
@@ -292,20 +306,27 @@ class ZoomResult:
 
 def plane_zoom(label_fn: Callable[[np.ndarray], np.ndarray], center: Sequence[float], width: float,
                zooms: Sequence[float] = tuple(10.0 ** np.arange(1, 7)), resolution: int = 32,
-               scales: Sequence[int] | None = None) -> ZoomResult:
+               scales: Sequence[int] | None = None, refine: int = 3,
+               threshold: float = NEW_STRUCTURE_DIMENSION) -> ZoomResult:
     """Zoom series (:func:`latentatlas.geometry.zoom_series`) with the new-structure verdicts.
 
     ``label_fn`` maps float64 points (B, 2) to labels (B,) (e.g. classifier of the decoded images);
-    ``scales``: box sizes in cells (default of ``zoom_series``; powers of 3 suit triadic fractals).
+    ``scales``: None for the refined box counting (``refine`` quadtree levels, calibrated at 32-cell
+    windows), or box sizes in cells for plain box counting of the mask (powers of 3 suit triadic
+    fractals on large windows); ``threshold``: dimension above which a window is new structure.
     """
     from ..geometry.zoom import zoom_series
 
-    levels = zoom_series(label_fn, center, width, zooms, resolution, scales)
+    if not 1.0 < threshold < 2.0:
+        raise ValueError(f"threshold: expected a dimension between 1 and 2, got {threshold!r}")
+    levels = zoom_series(label_fn, center, width, zooms, resolution, scales, refine=refine)
     dims = np.array([lv.dimension for lv in levels], dtype=np.float64)
     classes = np.array([lv.classes for lv in levels], dtype=np.int64)
-    new = (classes > 2) | (np.nan_to_num(dims, nan=0.0) > 1.15)
+    measurable = np.array([lv.measurable for lv in levels], dtype=bool)
+    new = (classes > 2) | (measurable & (np.nan_to_num(dims, nan=0.0) > threshold))
     return ZoomResult(center=np.asarray(center, np.float64), levels=levels, dimensions=dims,
-                      classes=classes, new_structure=new)
+                      classes=classes, new_structure=new, measurable=measurable,
+                      threshold=float(threshold))
 
 
 def smooth_points(labels: np.ndarray, axis0: np.ndarray, axis1: np.ndarray, k: int = 2,
