@@ -41,7 +41,8 @@ def test_averaged_references_and_median_tau():
     rng = np.random.default_rng(1)
     r = 50
     refs = PARAMS[:, None, :] + 0.7 * rng.standard_normal((len(PARAMS), r, 2))
-    model = la.posterior.KernelPosterior(lambda x: x).fit(refs, AXIS0, AXIS1, progress=False)
+    model = la.posterior.KernelPosterior(lambda x: x, mode="mean").fit(refs, AXIS0, AXIS1,
+                                                                      progress=False)
     # tau^2 = median of within-point variances: chi^2_98 / 98 has median ~0.993 and a median of 63
     # such has relative spread ~0.02, so tau = 0.7 within 5 %.
     assert abs(float(model.tau) - 0.7) < 0.05 * 0.7
@@ -50,7 +51,7 @@ def test_averaged_references_and_median_tau():
     np.testing.assert_allclose(model.predict(x), _closed_form(x, means, float(model.tau)),
                                rtol=0, atol=1e-10)
     # keep all references: log-mean-exp over the R references of each point
-    keep = la.posterior.KernelPosterior(lambda x: x, tau=0.7, average=False).fit(
+    keep = la.posterior.KernelPosterior(lambda x: x, tau=0.7, average=False, mode="mean").fit(
         refs, AXIS0, AXIS1, progress=False)
     d2 = ((x.mean(1)[:, None, None, :] - refs[None]) ** 2).sum(-1)  # (B, P, R)
     lp = np.log(np.exp(-4 * d2 / (2 * 0.7**2)).mean(-1))
@@ -129,3 +130,72 @@ def test_posteriors_log_mean_matches_closed_form_and_atlas():
     assert np.array_equal(post, log_mean_posteriors(model, samples, 3, 4, 1, progress=False))
 
 
+
+
+# -- "distribution" mode: random sources -----------------------------------------------------------
+
+
+def _normal_quantiles(r: int) -> np.ndarray:
+    """Stratified standard-normal points z_r = Phi^-1((r + 1/2) / R), standardised to mean 0 and
+    variance 1 (symmetric, so every odd moment is 0; the 4th moment is 2.991 for R = 4000)."""
+    from statistics import NormalDist
+
+    z = np.array([NormalDist().inv_cdf((i + 0.5) / r) for i in range(r)])
+    return (z - z.mean()) / z.std()
+
+
+def test_distribution_mode_posterior_curvature_is_k_times_the_fisher_metric():
+    # References x = mu + s z_r at every point of a tiny grid around t' = (mu', s') in (mu, s)
+    # coordinates (common z_r: the references' moments are smooth in t). The bundle {mu' - s',
+    # mu' + s'} has exactly the population mean of phi = (x, x^2) at t'. Then -log p(t_j | bundle)
+    # = (K/2) d_j^T Lambda_j d_j, whose Hessian in t at t' is K J^T Sigma^-1 J: for phi = the
+    # sufficient statistics, K times the Fisher metric diag(1/s^2, 2/s^2). Error budget: the 4th
+    # moment of the z_r (2.991 vs 3: -0.45 % on g_ss), the unbiased-precision factor (R-4)/R
+    # (-0.1 %) and the O(h^2) finite-difference error (h = 1e-3: < 1e-5); tolerance 1 %.
+    z = _normal_quantiles(4000)
+    h, mu0, s0, k = 1e-3, 0.3, 0.8, 2
+    a0, a1 = mu0 + h * np.arange(-2, 3), s0 + h * np.arange(-2, 3)
+    params = B.grid_params(a0, a1)
+    refs = params[:, None, 0:1] + params[:, None, 1:2] * z[None, :, None]  # (25, R, 1)
+    model = la.posterior.KernelPosterior(lambda x: x).fit(refs, a0, a1, progress=False)
+    assert int(model.mode_) == 1 and float(model.tau) == 1.0  # auto: a random source, calibrated
+    bundle = np.array([[[mu0 - s0], [mu0 + s0]]])
+    lp = model.log_posterior(torch.as_tensor(bundle))[0].numpy().reshape(5, 5)
+    hess = np.empty((2, 2))
+    hess[0, 0] = -(lp[3, 2] - 2 * lp[2, 2] + lp[1, 2]) / h**2
+    hess[1, 1] = -(lp[2, 3] - 2 * lp[2, 2] + lp[2, 1]) / h**2
+    hess[0, 1] = -(lp[3, 3] - lp[3, 1] - lp[1, 3] + lp[1, 1]) / (4 * h**2)
+    fisher = np.diag([1 / s0**2, 2 / s0**2])
+    np.testing.assert_allclose(hess[[0, 1], [0, 1]] / k, np.diag(fisher), rtol=0.01)
+    assert abs(hess[0, 1] / k) < 0.01 * fisher[0, 0]
+    # the mean mode sees only the mean: the sigma-curvature vanishes
+    mean = la.posterior.KernelPosterior(lambda x: x, mode="mean").fit(refs, a0, a1,
+                                                                      progress=False)
+    lm = mean.log_posterior(torch.as_tensor(bundle))[0].numpy().reshape(5, 5)
+    assert abs(lm[2, 3] - 2 * lm[2, 2] + lm[2, 1]) / h**2 < 1e-6 * fisher[1, 1]
+
+
+def test_distribution_mode_matches_its_closed_form():
+    rng = np.random.default_rng(3)
+    refs = PARAMS[:, None, :] + (0.5 + 0.2 * PARAMS[:, None, 1:]) * rng.standard_normal(
+        (len(PARAMS), 40, 2))
+    model = la.posterior.KernelPosterior(lambda x: x, tau=0.8).fit(refs, AXIS0, AXIS1,
+                                                                   progress=False)
+    assert int(model.mode_) == 1
+    phi = np.concatenate([refs, refs**2], -1)  # (P, R, 4)
+    mu = phi.mean(1)
+    cov = np.einsum("prf,prg->pfg", phi - mu[:, None], phi - mu[:, None]) / 39
+    ridge = 1e-9 * np.diagonal(cov, axis1=1, axis2=2).mean() * np.eye(4)  # the documented ridge
+    prec = np.linalg.inv(cov + ridge) * (40 - 4 - 2) / 39
+    x = refs[[3, 40, 62], :5]
+    pb = np.concatenate([x, x**2], -1).mean(1)  # (B, 4)
+    d = pb[:, None] - mu[None]
+    lp = -5 / (2 * 0.8**2) * np.einsum("bpf,pfg,bpg->bp", d, prec, d)
+    p = np.exp(lp - lp.max(1, keepdims=True))
+    p = (p / p.sum(1, keepdims=True)).reshape(-1, 9, 7)
+    np.testing.assert_allclose(model.predict(x), p, rtol=1e-7, atol=1e-12)
+    with pytest.raises(ValueError, match="mode"):
+        la.posterior.KernelPosterior(lambda x: x, mode="mmd")
+    with pytest.raises(ValueError, match="R = 5"):
+        la.posterior.KernelPosterior(lambda x: x, mode="distribution").fit(
+            refs[:, :5], AXIS0, AXIS1, progress=False)
