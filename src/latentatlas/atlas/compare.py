@@ -27,7 +27,8 @@ def exact_reference(source: Any, axis0: np.ndarray, axis1: np.ndarray
     """The exact fields of ``source`` on the grid ``axis0 x axis1``, when it has them.
 
     Returns:
-        dict with some of ``potential`` (G0, G1), ``gradient`` (G0, G1, 2),
+        dict with some of ``potential`` (G0, G1), ``gradient`` (G0, G1, 2) (only when the
+        source's coordinates are natural, ``Source.natural_coordinates``),
         ``metric`` (G0, G1, 2, 2) and other exact scalar fields (G0, G1) (e.g. TASEP
         ``current``); ``None`` when the source has no reference (see
         :meth:`latentatlas.sources.Source.reference`).
@@ -44,6 +45,11 @@ def exact_reference(source: Any, axis0: np.ndarray, axis1: np.ndarray
         arr = np.asarray(value, dtype=np.float64)
         if arr.ndim >= 1 and arr.shape[0] == g0 * g1:
             out[key] = arr.reshape(g0, g1, *arr.shape[1:])
+    if not getattr(source, "natural_coordinates", True):
+        # log Z and its gradient are a fitted potential's only in natural parameters (in others
+        # the potential is Phi(eta(t)), defined up to an affine term in eta, not in t)
+        out.pop("potential", None)
+        out.pop("gradient", None)
     return out
 
 

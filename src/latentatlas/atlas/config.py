@@ -93,7 +93,12 @@ class RunConfig:
             :data:`latentatlas.posterior.line.LINE_ESTIMATORS` (1-D paths).
         seed: run seed (sampling, training, bundles).
         posterior_options: ``{"init": {...}, "fit": {...}}`` of the estimator.
-        potential_options: keyword arguments of :func:`latentatlas.geometry.fit_potential`.
+        potential_options: keyword arguments of :func:`latentatlas.geometry.fit_potential`, and
+            ``coordinates`` (2-D atlases): the model fitted, ``"given"`` (Phi(t), metric Hess Phi),
+            ``"natural"`` (Phi(eta(t)) with the source's natural map, metric J^T Hess Phi J) or
+            ``"learned"`` (learned Hessian coordinates; ``coordinate_options`` are the keyword
+            arguments of :class:`~latentatlas.geometry.coordinates.LearnedCoordinates`). Default:
+            :func:`default_coordinates`.
         posterior_repeats: R, bundles per grid point whose posteriors are combined.
         sigma: width (grid cells) of the posterior targets, used again by the potential fit.
         posterior_average: ``"log"`` (geometric mean; the Bregman model) or ``"probability"``.
@@ -191,7 +196,8 @@ class RunConfig:
             bounds=tuple((float(lo), float(hi)) for lo, hi in bounds), resolution=res,
             samples_per_point=samples, bundle=bundle, estimator=estimator, seed=seed,
             posterior_options=merge(d.get("posterior", {}), posterior_options),
-            potential_options=merge(d.get("potential", {}), potential_options),
+            potential_options=_potential_options(source, merge(d.get("potential", {}),
+                                                               potential_options)),
             posterior_repeats=repeats, sigma=float(sigma), posterior_average=posterior_average,
             analyses=analyses, version=__version__)
 
@@ -244,6 +250,38 @@ class RunConfig:
             return self[key]
         except KeyError:
             return default
+
+
+COORDINATES = ("given", "natural", "learned")
+"""Coordinate models of the potential fit (:mod:`latentatlas.geometry.coordinates`)."""
+
+UNKNOWN_MAP_COORDINATES = "given"
+"""Default coordinates of a source whose natural map is unknown (TASEP, latent planes, a user's
+simulator), chosen by measurement (README, "Coordinates")."""
+
+
+def default_coordinates(source: Any) -> str:
+    """``"natural"`` when the source knows its natural map (:meth:`Source.natural_map`),
+    ``"given"`` when its coordinates are natural already, else :data:`UNKNOWN_MAP_COORDINATES`."""
+    if source.natural_map() is not None:
+        return "natural"
+    return "given" if source.natural_coordinates else UNKNOWN_MAP_COORDINATES
+
+
+def _potential_options(source: Any, options: dict[str, Any]) -> dict[str, Any]:
+    """The potential options of a 2-D atlas with ``coordinates`` filled in and checked (recorded
+    in the config: which model was fitted). Paths (1-D) are left as they are."""
+    if len(source.names) != 2:
+        return options
+    options.setdefault("coordinates", default_coordinates(source))
+    kind = check_choice(options["coordinates"], "coordinates", COORDINATES)
+    if kind == "natural" and source.natural_map() is None:
+        raise ValueError(f"coordinates: 'natural' needs a source that knows its natural map; "
+                         f"{type(source).__name__} does not (use 'learned' or 'given')")
+    if options.get("coordinate_options") and kind != "learned":
+        raise ValueError(f"coordinate_options: only the 'learned' coordinates take options, got "
+                         f"{options['coordinate_options']!r} for {kind!r}")
+    return options
 
 
 def estimators_for(dim: int) -> dict[str, Any]:

@@ -299,8 +299,9 @@ class PosteriorStage(Stage):
 
 
 class PotentialStage(Stage):
-    """The convex potential ``Phi ~ log Z`` fitted to the posterior maps:
-    ``potential.safetensors`` (+ ``potential_history.json``)."""
+    """The convex potential ``Phi ~ log Z`` fitted to the posterior maps, in the coordinates the
+    config names (``potential_options["coordinates"]``): ``potential.safetensors``
+    (+ ``potential_history.json``)."""
 
     name = "potential"
     outputs = ("potential.safetensors",)
@@ -312,6 +313,15 @@ class PotentialStage(Stage):
         _, posts = ctx.result("posterior")
         opts = {"sigma": cfg.sigma, "checkpoint": ctx.fresh("potential.ckpt"),
                 **dict(cfg.potential_options)}
+        # the coordinates of the Bregman potential (geometry.coordinates): "given" fits Phi(t);
+        # "natural" / "learned" fit Phi(u(t)) and the metric is J^T Hess Phi J
+        kind = opts.pop("coordinates", "given")
+        start = geometry.coordinate_potential(
+            kind, posts, ctx.axis0, ctx.axis1, bundle=cfg.bundle, sigma=cfg.sigma,
+            natural_map=ctx.source.natural_map() if kind == "natural" else None,
+            seed=cfg.seed + 2, **dict(opts.pop("coordinate_options", {})))
+        if start is not None:
+            opts["potential"] = start
         if ctx.strategy is not None:
             opts["strategy"] = ctx.strategy
         pot, history = geometry.fit_potential(posts, ctx.axis0, ctx.axis1, bundle=cfg.bundle,

@@ -48,6 +48,9 @@ _COORDS = {
 class MeanStdToNatural(Configurable, nn.Module):
     """``(mu, sigma) -> (mu / sigma^2, -1 / (2 sigma^2))``: (N, 2) -> (N, 2) (torch)."""
 
+    def __init__(self) -> None:
+        super().__init__()
+
     def forward(self, t: torch.Tensor) -> torch.Tensor:
         mu, sigma = t[:, 0], t[:, 1]
         return torch.stack([mu / sigma**2, -0.5 / sigma**2], 1)
