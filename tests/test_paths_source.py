@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import latentatlas as la
-from latentatlas.geometry.line import fisher_length, fit_line_potential
+from latentatlas.geometry.line import fisher_length, fit_line_potential, fit_line_potentials
 from latentatlas.sources.latent_path import interpolate
 
 S_STAR = 0.37
@@ -118,6 +118,53 @@ def test_line_potential_recovers_exact_bregman_posteriors() -> None:
         fit_line_potential(post[:, :10], s, k)
 
 
+def test_batched_potential_fits_equal_single_fits() -> None:
+    """fit_line_potentials on a stack of two exact-Bregman posterior sets (g = 4 + 40 s^2 and a
+    constant g = 25) returns, bit for bit, the single fits (each problem steps and stops on its
+    own), and each within 2 % of its exact g (interior)."""
+    s = np.linspace(0, 1, 40)
+    k = 2
+    stack, truth = [], []
+    for phi, dphi, g in ((4 * s ** 2 / 2 + 40 * s ** 4 / 12, 4 * s + 40 * s ** 3 / 3,
+                          4 + 40 * s ** 2), (12.5 * s ** 2, 25 * s, np.full_like(s, 25.0))):
+        d = phi[None, :] - phi[:, None] - dphi[:, None] * (s[None, :] - s[:, None])
+        post = np.exp(-k * d)
+        stack.append(post / post.sum(1, keepdims=True))
+        truth.append(g)
+    both = fit_line_potentials(np.stack(stack), s, k, smoothness=0.0, shifts=False)
+    for post, g, pot in zip(stack, truth, both):
+        one = fit_line_potential(post, s, k, smoothness=0.0, shifts=False)
+        assert np.array_equal(one.metric, pot.metric) and np.array_equal(one.cells, pot.cells)
+        assert np.abs(pot.metric[4:-4] / g[4:-4] - 1).max() < 0.02
+    with pytest.raises(ValueError, match="posteriors"):
+        fit_line_potentials(np.stack(stack)[:, :5], s, k)
+
+
+def test_kernel_distances_debiased_for_reference_noise() -> None:
+    """Pure noise (every point the same distribution, D = 4096 features, S = 50, K = 2): a
+    bundle's own point, whose reference leaves the bundle out (S - K samples), is expected to
+    score like any other point; without the correction for the references' noise it scores
+    K D / 2 (1 / (S - K) - 1 / S) = 3.41 nats lower (exact)."""
+    from latentatlas.posterior.line import LineKernelPosterior, bundle_indices
+
+    rng = np.random.default_rng(0)
+    p, n, d, k, r = 20, 50, 4096, 2, 32
+    x = rng.standard_normal((p, n, d)).astype(np.float32)
+    bias = -k * d / 2 * (1 / (n - k) - 1 / n)
+    for debias, expected in ((True, 0.0), (False, bias)):
+        m = LineKernelPosterior(features=lambda a: a.reshape(len(a), -1), debias=debias)
+        m.fit(x, np.linspace(0, 1, p))
+        e = m.embed(x)
+        idx = torch.as_tensor(bundle_indices(p, n, k, r, 0))
+        e_bar = e[torch.arange(p)[:, None, None], idx].mean(2).reshape(p * r, -1)
+        own = torch.arange(p).repeat_interleave(r)
+        logp = m._log_post(e_bar, k, own)
+        mine = logp[torch.arange(p * r), own]
+        diff = (mine - (logp.sum(1) - mine) / (p - 1)).numpy()
+        se = diff.std() / np.sqrt(p * r)  # measured 0.56 (rows share references: generous)
+        assert abs(diff.mean() - expected) < 2 * se, (debias, diff.mean(), expected, se)
+
+
 # -- validation 1: x = z + eta noise on a linear path ---------------------------------------------
 @pytest.mark.parametrize("seed", [0, 1])
 def test_gaussian_path_metric_is_exact_and_flat(seed: int) -> None:
@@ -198,14 +245,13 @@ def test_grid_estimator_fisher_length() -> None:
 
 # -- validation 3: the digits generator ------------------------------------------------------------
 @pytest.fixture(scope="module")
-def digits(tmp_path_factory):
-    """The digits generator at a reduced budget (1500 steps) and the classifier, trained into a
-    temporary cache (about 1-2 minutes each on one core)."""
+def digits(digits_generator, digits_classifier, shared_cache):
+    """The digits generator at a reduced budget (1500 steps) and the classifier, trained once per
+    test run into a cache shared by the xdist workers (tests/conftest.py; about 1-2 minutes each
+    on one core), with ``$LATENTATLAS_CACHE`` pointing at that cache while this module runs."""
     mp = pytest.MonkeyPatch()
-    mp.setenv("LATENTATLAS_CACHE", str(tmp_path_factory.mktemp("cache")))
-    gen = la.generators.Digits.train_new(progress=False, steps=1500)
-    clf = la.features.Classifier.pretrained(progress=False)
-    yield gen, clf
+    mp.setenv("LATENTATLAS_CACHE", str(shared_cache))
+    yield digits_generator, digits_classifier
     mp.undo()
 
 
