@@ -5,7 +5,9 @@ dataclasses; the stage that runs them is :mod:`latentatlas.analyses.planes`).
 - :func:`phase_agreement`: the class map against the metric's ridges (fraction of class changes
   within ``tolerance`` cells of a ridge, and the chance level: the area the widened ridges cover);
 - :func:`interpolation`: geodesic vs straight interpolation, their lengths in the metric and in
-  feature space, and the images along both;
+  feature space, the geodesic's deviation from the chord, and the images along both;
+- :func:`geodesic_pairs`: geodesics for a pair inside one phase and a pair across a boundary,
+  several initialisations, deviation from the chord in metric units;
 - :func:`boundary_points` / :func:`refine_boundary` / :func:`plane_zoom`: zoom series around
   boundary points (box-counting dimension of the class boundary per zoom, new structure or not);
 - :func:`plane_lipschitz`: ``L(delta)`` at points on and away from class boundaries;
@@ -28,12 +30,14 @@ from ..atlas.container import volume_element
 from ..features.factory import class_labels, embed, make_features
 
 __all__ = [
+    "GeodesicPair",
     "Interpolation",
     "PhaseAgreement",
     "ZoomResult",
     "boundary_points",
     "decode_grid",
     "feature_metric",
+    "geodesic_pairs",
     "interpolation",
     "label_fn",
     "metric_ridges",
@@ -160,6 +164,7 @@ class Interpolation:
         linear: (n, 2) straight-line points (equal parameter spacing).
         images_geodesic, images_linear: (frames, *shape) images along both.
         metric_length_geodesic, metric_length_linear: lengths in the Fisher metric.
+        deviation: largest metric length from the chord to the geodesic.
         feature_length_geodesic, feature_length_linear: lengths in feature space (sum of
             ``||E(x_{i+1}) - E(x_i)||`` over the n points).
     """
@@ -174,6 +179,7 @@ class Interpolation:
     metric_length_linear: float
     feature_length_geodesic: float
     feature_length_linear: float
+    deviation: float = float("nan")
 
 
 def _frames(points: np.ndarray, frames: int) -> np.ndarray:
@@ -182,7 +188,7 @@ def _frames(points: np.ndarray, frames: int) -> np.ndarray:
 
 
 def interpolation(plane: Any, atlas: Any, features: Any, a: Sequence[float], b: Sequence[float],
-                  n: int = 48, frames: int = 10) -> Interpolation:
+                  n: int = 48, frames: int = 10, starts: int = 3) -> Interpolation:
     """Geodesic (in the atlas's metric) vs straight interpolation from ``a`` to ``b``.
 
     Args:
@@ -190,14 +196,15 @@ def interpolation(plane: Any, atlas: Any, features: Any, a: Sequence[float], b: 
         atlas: its :class:`~latentatlas.atlas.Atlas`.
         features: E for the feature-space lengths.
         a, b: (2,) end points inside the atlas.
-        n: path points; frames: images per strip.
+        n: path points; frames: images per strip; starts: geodesic initialisations (the
+            shortest is kept).
     """
     from .. import geometry
 
     pa, pb = np.asarray(a, np.float64).reshape(2), np.asarray(b, np.float64).reshape(2)
     fn = geometry.grid_metric_fn(atlas.axis0, atlas.axis1, atlas.metric)
     box = np.array([[atlas.axis0[0], atlas.axis0[-1]], [atlas.axis1[0], atlas.axis1[-1]]])
-    geo = geometry.geodesic(fn, pa, pb, n=n, iters=200, bounds=box)
+    geo = geometry.geodesic(fn, pa, pb, n=n, iters=200, bounds=box, starts=starts)
     gpts = np.asarray(geo.points, dtype=np.float64)
     lpts = pa + np.linspace(0, 1, n)[:, None] * (pb - pa)
     decode = plane.make_decoder()
@@ -213,7 +220,99 @@ def interpolation(plane: Any, atlas: Any, features: Any, a: Sequence[float], b: 
         metric_length_geodesic=float(geo.length),
         metric_length_linear=float(geometry.path_length(fn, lpts)),
         feature_length_geodesic=feature_length(gpts), feature_length_linear=feature_length(lpts),
+        deviation=float(geo.deviation),
     )
+
+
+@dataclass
+class GeodesicPair:
+    """A geodesic of the atlas's metric between two points, against its chord.
+
+    Attributes:
+        kind: "inside" (both ends in one connected phase, the chord inside it) or "across" (the
+            ends in two different phases).
+        a, b: (2,) end points.
+        points: (n, 2) the geodesic.
+        length, straight_length: metric lengths of the geodesic and of the chord.
+        deviation: largest metric length from the chord to the geodesic
+            (:func:`latentatlas.geometry.chord_deviation`).
+        relative_deviation: ``deviation / length``.
+        start_lengths: the length reached from each initialisation (straight line first).
+    """
+
+    kind: str
+    a: np.ndarray
+    b: np.ndarray
+    points: np.ndarray
+    length: float
+    straight_length: float
+    deviation: float
+    relative_deviation: float
+    start_lengths: tuple[float, ...]
+
+    def record(self) -> dict[str, Any]:
+        """The scalars, JSON-ready."""
+        return {"kind": self.kind, "a": self.a.tolist(), "b": self.b.tolist(),
+                "length": self.length, "straight_length": self.straight_length,
+                "deviation": self.deviation, "relative_deviation": self.relative_deviation,
+                "start_lengths": list(self.start_lengths)}
+
+
+def _phase_pairs(labels: np.ndarray) -> list[tuple[str, tuple[int, int], tuple[int, int]]]:
+    """Grid index pairs: the deepest cell of the largest phase (connected class region) with the
+    farthest cell of the same phase that is at least half as deep and whose chord stays in the
+    phase ("inside"); and with the deepest cell of the largest phase of another class
+    ("across"). Depth: distance to another class or to the grid's edge."""
+    from scipy import ndimage
+
+    comps = []
+    for c in np.unique(labels):
+        lab, k = ndimage.label(labels == c)
+        for i in range(1, k + 1):
+            mask = lab == i
+            depth = ndimage.distance_transform_edt(np.pad(mask, 1))[1:-1, 1:-1]
+            comps.append((int(mask.sum()), c, mask, depth))
+    comps.sort(key=lambda t: -t[0])
+    out: list[tuple[str, tuple[int, int], tuple[int, int]]] = []
+    if not comps:
+        return out
+    _, c0, mask, depth = comps[0]
+    ia = np.unravel_index(int(np.argmax(depth)), depth.shape)
+    cand = np.argwhere(depth >= max(2.0, 0.5 * depth.max()))
+    order = np.argsort(-np.hypot(*(cand - np.asarray(ia)).T), kind="stable")
+    for ib in cand[order]:
+        line = np.round(np.asarray(ia)[None] + np.linspace(0, 1, 4 * max(labels.shape))[:, None]
+                        * (ib - np.asarray(ia))).astype(int)
+        if tuple(ib) != tuple(ia) and mask[line[:, 0], line[:, 1]].all():
+            out.append(("inside", (int(ia[0]), int(ia[1])), (int(ib[0]), int(ib[1]))))
+            break
+    other = [t for t in comps if t[1] != c0]
+    if other:
+        ib = np.unravel_index(int(np.argmax(other[0][3])), other[0][3].shape)
+        out.append(("across", (int(ia[0]), int(ia[1])), (int(ib[0]), int(ib[1]))))
+    return out
+
+
+def geodesic_pairs(atlas: Any, n: int = 48, starts: int = 3) -> list[GeodesicPair]:
+    """Geodesics of ``atlas.metric`` (gridded, ``atlas.axis0``, ``atlas.axis1``) for a pair inside
+    one phase of ``atlas.labels`` and a pair across a boundary (see :func:`_phase_pairs`), each the
+    shortest of ``starts`` initialisations, with their deviation from the chord in metric units.
+    Returns [] without labels."""
+    from .. import geometry
+
+    if getattr(atlas, "labels", None) is None:
+        return []
+    a0, a1 = np.asarray(atlas.axis0), np.asarray(atlas.axis1)
+    fn = geometry.grid_metric_fn(a0, a1, atlas.metric)
+    box = np.array([[a0[0], a0[-1]], [a1[0], a1[-1]]])
+    out = []
+    for kind, (i0, j0), (i1, j1) in _phase_pairs(np.asarray(atlas.labels)):
+        pa, pb = np.array([a0[i0], a1[j0]]), np.array([a0[i1], a1[j1]])
+        geo = geometry.geodesic(fn, pa, pb, n=n, iters=200, bounds=box, starts=starts)
+        out.append(GeodesicPair(kind, pa, pb, np.asarray(geo.points), float(geo.length),
+                                float(geo.straight_length), float(geo.deviation),
+                                float(geo.relative_deviation), tuple(geo.start_lengths)))
+    return out
 
 
 def boundary_points(labels: np.ndarray, axis0: np.ndarray, axis1: np.ndarray, k: int = 3,

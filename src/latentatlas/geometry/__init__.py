@@ -6,7 +6,7 @@
   :class:`LearnedCoordinates` (learned Hessian coordinates), :func:`coordinate_potential`.
 - :mod:`.metric`: :func:`metric`, :func:`change_coordinates`, :func:`volume_element`,
   :func:`scalar_curvature`, :func:`grid_metric_fn`.
-- :mod:`.geodesics`: :func:`geodesic`, :func:`path_length`.
+- :mod:`.geodesics`: :func:`geodesic`, :func:`path_length`, :func:`chord_deviation`.
 - :mod:`.paths`: :func:`path_analysis` (jumps of the posterior mean along a segment).
 - :mod:`.boundaries`: :func:`ridges`, :func:`phases`, :func:`box_counting_dimension`.
 - :mod:`.baselines`: :func:`inverse_covariance_metric`, :class:`MLPPotential`,
@@ -40,6 +40,7 @@ _LAZY = {
     "Geodesic": "geodesics",
     "geodesic": "geodesics",
     "path_length": "geodesics",
+    "chord_deviation": "geodesics",
     "PathAnalysis": "paths",
     "path_analysis": "paths",
     "flag_jumps": "paths",
