@@ -186,20 +186,59 @@ def check_recovery(pot, sigma: float) -> dict[str, float]:
     return errs
 
 
+def sampled_exact_posteriors(bundle: int, sigma: float, samples: int = 2048, repeats: int = 16,
+                             seed: int = 0) -> torch.Tensor:
+    """Targets from DATA, not from the model under test: at every grid point theta, draw
+    ``samples`` x ~ N(mu, s^2), take ``repeats`` random bundles of ``bundle`` of them (the
+    pipeline's bundles), evaluate each bundle's exact posterior on the grid from the closed-form
+    likelihood (flat prior), log-average the bundles (the pipeline's average) and smooth by the
+    target kernel. (P, G0, G1) float64.
+
+    The bundles' centres scatter around theta by ~sqrt(K / S_eff) posterior widths (S_eff: the
+    distinct samples the R bundles cover), which widens the log-mean map by ~K / S_eff in
+    variance: 2048 samples keep that below ~2 %."""
+    rng = np.random.default_rng(seed)
+    grid = grid_points(AXIS0, AXIS1).numpy()
+    var = -0.5 / grid[:, 1]
+    mean = grid[:, 0] * var
+    x = mean[:, None] + np.sqrt(var)[:, None] * rng.standard_normal((len(grid), samples))
+    out = np.empty((len(grid), len(AXIS0) * len(AXIS1)))
+    for p in range(len(grid)):
+        idx = np.stack([rng.choice(samples, bundle, replace=False) for _ in range(repeats)])
+        xb = x[p][idx]  # (R, K)
+        f1, f2 = xb.sum(1), (xb**2).sum(1)  # sufficient statistics of each bundle
+        t = torch.as_tensor(grid)
+        loglik = (np.outer(f1, grid[:, 0]) + np.outer(f2, grid[:, 1])
+                  - bundle * logz(t).numpy()[None])  # (R, P) exact log-likelihoods
+        lp = loglik.mean(0)
+        e = np.exp(lp - lp.max())
+        out[p] = e / e.sum()
+    post = torch.as_tensor(out.reshape(len(grid), len(AXIS0), len(AXIS1)))
+    return smooth(post, sigma) if sigma > 0 else post
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("sigma", [0.0, 1.5])
 def test_fit_recovers_the_gaussian_family_metric(sigma: float) -> None:
-    bundle = 30.0  # posterior std ~ 2-4 cells on this 24 x 24 grid
-    post = model_posterior(logz, AXIS0, AXIS1, bundle, sigma)
+    bundle = 30  # posterior std ~ 2-4 cells on this 24 x 24 grid
+    post = sampled_exact_posteriors(bundle, sigma)
     pot, history = fit_potential(
         post, AXIS0, AXIS1, bundle=bundle, sigma=sigma, steps=300, progress=False, seed=0
     )
     errs = check_recovery(pot, sigma)
-    # measured (300 steps, lr 3e-2): grad <= 0.006, metric components <= 0.027 (sigma 0) and
-    # <= 0.035 (sigma 1.5), worst at the corners where the grid truncates the posteriors;
-    # spec tolerances 0.05 and 0.15 leave room for seeds / platforms
+    # spec tolerances: gradient NRMSE 0.05, metric components 0.15; absolute scale: interior
+    # median ratio Hess Phi / exact metric within 10 %. Measured (seed 0): sigma 0: grad 0.010 /
+    # 0.007, g00 0.061, g01 0.018, g11 0.037, ratios 0.925 / 0.969; sigma 1.5: grad 0.010 /
+    # 0.015, g00 0.090, g01 0.035, g11 0.070, ratios 0.942 / 1.008 (with targets built by
+    # model_posterior, the code under test, it measured metric <= 0.035: the gap is the data)
     assert errs["grad0"] <= 0.05 and errs["grad1"] <= 0.05, errs
     assert max(errs["g00"], errs["g01"], errs["g11"]) <= 0.15, errs
+    grid = grid_points(AXIS0, AXIS1)
+    hess = pot.hessian(grid).double().reshape(24, 24, 2, 2)[3:-3, 3:-3]
+    exact = exact_metric(grid).reshape(24, 24, 2, 2)[3:-3, 3:-3]
+    for i in (0, 1):
+        ratio = float((hess[..., i, i] / exact[..., i, i]).median())
+        assert 0.9 <= ratio <= 1.1, (i, ratio, errs)
     assert history.loss[-1] < history.loss[0]
     assert np.isfinite(history.best_val)
 
