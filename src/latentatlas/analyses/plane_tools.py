@@ -37,6 +37,7 @@ __all__ = [
     "boundary_points",
     "decode_grid",
     "feature_metric",
+    "generator_dtype",
     "geodesic_pairs",
     "interpolation",
     "label_fn",
@@ -188,7 +189,7 @@ def _frames(points: np.ndarray, frames: int) -> np.ndarray:
 
 
 def interpolation(plane: Any, atlas: Any, features: Any, a: Sequence[float], b: Sequence[float],
-                  n: int = 48, frames: int = 10, starts: int = 3) -> Interpolation:
+                  n: int = 48, frames: int = 10, starts: int = 1) -> Interpolation:
     """Geodesic (in the atlas's metric) vs straight interpolation from ``a`` to ``b``.
 
     Args:
@@ -448,16 +449,27 @@ def smooth_points(labels: np.ndarray, axis0: np.ndarray, axis1: np.ndarray, k: i
     return np.stack([axis0[i], axis1[j]], axis=1)
 
 
+def generator_dtype(plane: Any) -> str | None:
+    """The dtype a plane's generator computes in, when it says (``compute_dtype``, e.g.
+    :class:`~latentatlas.generators.Diffusers`); None otherwise."""
+    value = getattr(getattr(plane, "generator", None), "compute_dtype", None)
+    return None if value is None else str(value).removeprefix("torch.")
+
+
 def plane_lipschitz(decode: Callable[[np.ndarray], np.ndarray], points: np.ndarray,
-                    deltas: np.ndarray | None = None, directions: int = 8) -> list:
+                    deltas: np.ndarray | None = None, directions: int = 8,
+                    dtype: Any = None) -> list:
     """``L(delta)`` (:func:`latentatlas.geometry.lipschitz_profile`) at each of ``points`` (M, 2).
 
-    ``decode`` must work in float64 (``LatentPlane.make_decoder()`` does) for deltas < 1e-6.
+    ``decode`` works in float64 (``LatentPlane.make_decoder()`` does); ``dtype`` is the dtype the
+    generator computes in (:func:`generator_dtype`), whose rounding sets each point's precision
+    floor (steps at and below it are excluded and recorded).
     """
     from ..geometry.lipschitz import lipschitz_profile
 
     deltas = 10.0 ** -np.arange(1, 8) if deltas is None else deltas
-    return [lipschitz_profile(decode, p, deltas, directions) for p in np.asarray(points)]
+    return [lipschitz_profile(decode, p, deltas, directions, dtype=dtype)
+            for p in np.asarray(points)]
 
 
 def plane_path(plane: Any, posterior: Any, a: Sequence[float], b: Sequence[float],

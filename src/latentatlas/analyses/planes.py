@@ -3,13 +3,16 @@ ICML 2025, section on diffusion latent planes).
 
 On the atlas of a :class:`~latentatlas.sources.LatentPlane` (whose ``images`` stage gave the
 class map): phase agreement of the class map with the ridges of the fitted metric and of the
-feature metric, geodesic vs linear interpolation with the images along both, zoom series and
-Lipschitz profiles at boundary points (and Lipschitz away from them), the seeds' path analysis
+feature metric, geodesic vs linear interpolation with the images along both, geodesics inside one
+phase and across a boundary with their deviation from the chord in metric units, zoom series
+(refined box counting, ``measurable`` per window) and Lipschitz profiles at boundary points (and
+Lipschitz away from them; local slopes, precision floor per point), the seeds' path analysis
 with a stochastic sampler, and the same maps again with noise (the eta comparison, two smaller
 atlases built by the same pipeline in ``eta/`` sub-folders, resumable like any run).
 
 Outputs: ``planes.json`` (scalars) and ``planes.npz`` (arrays: ``labels``, ``ridges_*``,
-``volume_*``, ``interp_*``, ``zoom_<i>_labels``, ``lipschitz*``, ``path_*``, ``eta*``).
+``volume_*``, ``interp_*``, ``geodesic_<i>``, ``zoom_<i>_labels``, ``lipschitz*``, ``path_*``,
+``eta*``); ``planes.json`` adds ``geodesics`` (kind, ends, lengths, deviation, start lengths).
 """
 
 from __future__ import annotations
@@ -32,7 +35,9 @@ class PlanesStage(AnalysisStage):
     """Stage ``planes`` (see the module docstring). Options (defaults in :meth:`defaults`):
     ``interpolation`` (segment as fractions of the region), ``zoom_points``,
     ``zoom_resolution``, ``zooms``, ``path_points``, ``path_samples``, ``path_eta``,
-    ``eta_compare`` (None: skip), ``eta_resolution``."""
+    ``eta_compare`` (None: skip), ``eta_resolution``, ``geodesic_starts`` (initialisations of
+    the inside / across geodesics, the shortest kept), ``zoom_refine`` (quadtree levels of the zoom windows' box
+    counting; the 32-cell windows are calibrated at 3)."""
 
     name = "planes"
     outputs = ("planes.json", "planes.npz")
@@ -42,7 +47,7 @@ class PlanesStage(AnalysisStage):
         return {"interpolation": ((0.1, 0.1), (0.9, 0.9)), "zoom_points": 2,
                 "zoom_resolution": 32, "zooms": [10.0**k for k in range(1, 7)],
                 "path_points": 100, "path_samples": 50, "path_eta": 0.5,
-                "eta_compare": 0.5, "eta_resolution": 32}
+                "eta_compare": 0.5, "eta_resolution": 32, "geodesic_starts": 3, "zoom_refine": 3}
 
     def compute(self, ctx: Context) -> dict[str, Any]:
         opts = self.options(ctx)
@@ -70,6 +75,11 @@ class PlanesStage(AnalysisStage):
         scalars["interpolation"].update(a=pa.tolist(), b=pb.tolist())
         for key in ("geodesic", "linear", "images_geodesic", "images_linear"):
             arrays[f"interp_{key}"] = np.asarray(getattr(interp, key))
+
+        pairs = T.geodesic_pairs(atlas, starts=int(opts.get("geodesic_starts", 3)))
+        scalars["geodesics"] = [p.record() for p in pairs]
+        for i, p in enumerate(pairs):
+            arrays[f"geodesic_{i}"] = p.points
 
         det_plane = plane if plane.eta == 0 else T.with_eta(plane, 0.0)
         self._zoom_and_lipschitz(det_plane, labeler, atlas, opts, ctx.config.seed, scalars, arrays)
@@ -126,19 +136,29 @@ class PlanesStage(AnalysisStage):
             on_pts.append(center)
             if opts["zoom_resolution"]:
                 zooms_out.append(T.plane_zoom(label_fn, center, width, tuple(opts["zooms"]),
-                                              opts["zoom_resolution"]))
+                                              opts["zoom_resolution"],
+                                              refine=int(opts.get("zoom_refine", 3))))
         scalars["zoom"] = [{"center": z.center.tolist(), "zooms": [lv.zoom for lv in z.levels],
                             "dimensions": z.dimensions.tolist(), "classes": z.classes.tolist(),
+                            "measurable": z.measurable.tolist(),
                             "new_structure": z.new_structure.tolist(),
-                            "keeps_appearing": z.keeps_appearing} for z in zooms_out]
+                            "keeps_appearing": z.keeps_appearing, "threshold": z.threshold,
+                            "boxes": [lv.boxes.tolist() for lv in z.levels],
+                            "counts": [lv.counts.tolist() for lv in z.levels],
+                            "evaluations": [lv.evaluations for lv in z.levels]}
+                           for z in zooms_out]
         for i, z in enumerate(zooms_out):
             arrays[f"zoom_{i}_labels"] = np.stack([lv.labels for lv in z.levels])
         off_pts = T.smooth_points(atlas.labels, a0, a1, 2, seed)
         profiles = T.plane_lipschitz(det_plane.make_decoder(), np.concatenate(
-            [np.reshape(on_pts, (-1, 2)), off_pts]))
+            [np.reshape(on_pts, (-1, 2)), off_pts]), dtype=T.generator_dtype(det_plane))
         kinds = ["boundary"] * len(on_pts) + ["inside"] * len(off_pts)
         scalars["lipschitz"] = [{"point": p.point.tolist(), "where": w, "slope": p.slope,
-                                 "lipschitz": p.lipschitz.tolist()}
+                                 "lipschitz": p.lipschitz.tolist(),
+                                 "local_slopes": p.local_slopes.tolist(),
+                                 "fit_slope": p.fit_slope, "floor_delta": p.floor_delta,
+                                 "usable": p.usable.tolist(), "dtype": p.dtype,
+                                 "rounding": p.rounding}
                                 for p, w in zip(profiles, kinds)]
         if profiles:
             arrays["lipschitz_deltas"] = profiles[0].deltas

@@ -35,8 +35,10 @@ except ModuleNotFoundError as err:  # the latent-plane commands are not there: n
               help="Classifier-free guidance scale.")
 @click.option("--image-size", "image_size", type=int, default=None,
               help="Image height = width in pixels [default: the pipeline's, 512 for SD 1.5].")
-@click.option("--dtype", type=click.Choice(["float32", "float16", "bfloat16"]), default=None,
-              help="Model dtype [default: float16 on GPU, float32 on CPU].")
+@click.option("--dtype", type=click.Choice(["float32", "float16", "bfloat16", "float64"]),
+              default=None,
+              help="Model dtype [default: float16 on GPU, float32 on CPU]; float64 (CPU) resolves "
+                   "Lipschitz steps below float32 rounding (slower).")
 @click.option("--device", default=None, help="Torch device [default: cuda if available].")
 @click.option("--batch-size", "batch_size", type=int, default=8, show_default=True,
               help="Images per UNet call.")

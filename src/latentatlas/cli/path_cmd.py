@@ -201,8 +201,10 @@ def digits(latents: str | None, features: str, **kw: Any) -> None:
               help="Classifier-free guidance scale.")
 @click.option("--image-size", "image_size", type=int, default=None,
               help="Image height = width in pixels [default: the pipeline's].")
-@click.option("--dtype", type=click.Choice(["float32", "float16", "bfloat16"]), default=None,
-              help="Model dtype [default: float16 on GPU, float32 on CPU].")
+@click.option("--dtype", type=click.Choice(["float32", "float16", "bfloat16", "float64"]),
+              default=None,
+              help="Model dtype [default: float16 on GPU, float32 on CPU]; float64 (CPU) resolves "
+                   "Lipschitz steps below float32 rounding (slower).")
 @click.option("--device", default=None, help="Torch device [default: cuda if available].")
 @click.option("--latents", "latents", type=click.Path(dir_okay=False), default=None,
               help="Initial latents (N, C*h*w) [default: 1000 N(0, I) draws with --seed].")

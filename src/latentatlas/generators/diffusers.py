@@ -198,6 +198,19 @@ class Diffusers(Configurable):
             state["_pipe"] = None
         return state
 
+    @property
+    def compute_dtype(self) -> str:
+        """Name of the dtype the UNet and VAE run in (it sets the rounding level of the images,
+        hence the precision floor of Lipschitz profiles): the ``dtype`` given, else float16 on
+        GPU / float32 on CPU for a folder, the object's own dtype for a pipeline object."""
+        if self.dtype_name is not None:
+            return self.dtype_name
+        if self._state is not None:
+            return str(_dtype_name(self._state["dtype"]))
+        if self.path is None:
+            return str(_dtype_name(next(self._pipe.unet.parameters()).dtype))
+        return "float16" if self._device().type == "cuda" else "float32"
+
     def _device(self) -> torch.device:
         if self.device_name is not None:
             return torch.device(self.device_name)
@@ -286,7 +299,8 @@ class Diffusers(Configurable):
             seeds: (B,) int seeds of each sample's DDIM noise (required when ``eta > 0``).
 
         Returns:
-            (B, 3, H, W) float32 images in [0, 1], on z's device.
+            (B, 3, H, W) images in [0, 1], on z's device: float32, or float64 when the pipeline
+            runs in float64 (so that differences below float32 rounding survive).
         """
         z = torch.as_tensor(z)
         if z.dim() != 2 or z.shape[1] != self.latent_dim:
@@ -308,8 +322,10 @@ class Diffusers(Configurable):
             for i in range(0, len(z), self.batch_size)
         ]
         if not out:
-            return torch.zeros(0, *self.sample_shape, device=z.device)
-        return torch.cat(out).to(device=z.device, dtype=torch.float32)
+            return torch.zeros(0, *self.sample_shape, device=z.device,
+                               dtype=torch.float64 if self.compute_dtype == "float64" else None)
+        wide = self.compute_dtype == "float64"
+        return torch.cat(out).to(device=z.device, dtype=torch.float64 if wide else torch.float32)
 
     def _run(self, z: Tensor, eta: float, seeds: np.ndarray | None) -> Tensor:
         s = self._ready()
@@ -344,7 +360,8 @@ class Diffusers(Configurable):
             images = vae.decode(latents / factor + shift).sample
         else:
             images = latents
-        return (images.float() / 2 + 0.5).clamp(0, 1)
+        images = images if images.dtype == torch.float64 else images.float()
+        return (images / 2 + 0.5).clamp(0, 1)
 
     def __repr__(self) -> str:
         where = self.path if self.path is not None else type(self._pipe).__name__
