@@ -19,7 +19,8 @@ import numpy as np
 from .._util import grid_points
 from .container import Atlas, _as_axis, volume_element
 
-__all__ = ["compare", "error_concentration", "error_maps", "exact_reference", "read_accuracy"]
+__all__ = ["compare", "error_concentration", "error_maps", "exact_reference", "posterior_gap",
+           "read_accuracy"]
 
 
 def exact_reference(source: Any, axis0: np.ndarray, axis1: np.ndarray
@@ -178,3 +179,46 @@ def read_accuracy(run_dir: str | os.PathLike) -> dict[str, float]:
     if not path.is_file():
         return {}
     return dict(json.loads(path.read_text()).get("accuracy", {}).get("ours", {}))
+
+
+def _moments(maps: np.ndarray, axis0: np.ndarray, axis1: np.ndarray) -> np.ndarray:
+    """(n, G0, G1) maps -> (n,) determinants of the posterior covariances."""
+    t0, t1 = np.meshgrid(axis0, axis1, indexing="ij")
+    m0 = np.einsum("nij,ij->n", maps, t0)
+    m1 = np.einsum("nij,ij->n", maps, t1)
+    c00 = np.einsum("nij,ij->n", maps, t0 * t0) - m0**2
+    c11 = np.einsum("nij,ij->n", maps, t1 * t1) - m1**2
+    c01 = np.einsum("nij,ij->n", maps, t0 * t1) - m0 * m1
+    return c00 * c11 - c01**2
+
+
+def posterior_gap(seen: np.ndarray, held_out: np.ndarray, axis0: np.ndarray,
+                  axis1: np.ndarray) -> dict[str, float]:
+    """How much the posterior maps of samples an estimator was fitted on differ from those of
+    samples it never saw (overfitting shows as sharper maps on the seen samples).
+
+    Args:
+        seen, held_out: (n, G0, G1) posterior maps of the same n grid points.
+        axis0, axis1: (G0,), (G1,).
+
+    Returns:
+        ``points`` (n), ``jsd_mean`` (mean Jensen-Shannon divergence between the two maps of a
+        point, nats) and ``metric_ratio`` (median over points of ``sqrt(det C_held / det C_seen)``
+        with C a map's covariance: the factor by which maps of seen samples would scale the
+        volume element ``sqrt(det g)``; 1 = no gap).
+    """
+    p = np.asarray(seen, dtype=np.float64)
+    q = np.asarray(held_out, dtype=np.float64)
+    if p.shape != q.shape or p.ndim != 3:
+        raise ValueError(f"held_out: expected the shape of seen {p.shape} (n, G0, G1), got "
+                         f"{q.shape}")
+    m = 0.5 * (p + q)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        kl_p = np.where(p > 0, p * np.log(p / m), 0.0).sum((1, 2))
+        kl_q = np.where(q > 0, q * np.log(q / m), 0.0).sum((1, 2))
+    det_p = _moments(p, np.asarray(axis0, float), np.asarray(axis1, float))
+    det_q = _moments(q, np.asarray(axis0, float), np.asarray(axis1, float))
+    ok = (det_p > 0) & (det_q > 0)
+    ratio = float(np.median(np.sqrt(det_q[ok] / det_p[ok]))) if ok.any() else math.nan
+    return {"points": int(p.shape[0]), "jsd_mean": float(np.mean(0.5 * (kl_p + kl_q))),
+            "metric_ratio": ratio}

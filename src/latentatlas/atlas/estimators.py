@@ -15,7 +15,10 @@ from typing import Any
 import numpy as np
 import torch
 
-__all__ = ["ESTIMATORS", "Estimator", "register"]
+__all__ = ["ESTIMATORS", "HELD_OUT_SEED", "Estimator", "register"]
+
+HELD_OUT_SEED = 1_000_003
+"""Offset of the run seed for the fresh held-out draws of the trained estimators."""
 
 
 @dataclass(frozen=True)
@@ -33,6 +36,17 @@ class Estimator:
             before the potential fit, because the estimator was not trained on smoothed targets
             (the fit smooths its model posteriors by the same kernel: targets and model match).
         min_samples: ``(samples_per_point, bundle) -> error message or None``.
+        split: ``(samples (P, S, ...), fit_options) -> (seen (P, S1, ...), held_out (P, S2, ...)
+            or None)``: the samples the estimator was fitted on and samples it never saw (None:
+            the pipeline draws ``samples_per_point`` fresh ones, see ``fresh_draws``). The
+            pipeline's posterior maps come from the held-out ones, and the gap between the two
+            is recorded (:func:`~latentatlas.atlas.compare.posterior_gap`). Default (None): no
+            split, ``bundle_samples`` for both roles.
+        fresh_draws: the held-out samples are fresh draws of the source at every grid point
+            (seed ``config.seed + HELD_OUT_SEED``), as many as the store has: the trained
+            estimators' own validation split (10 %) is too small for maps whose bundle centres
+            scatter by ``sqrt(K / S_eff)`` posterior widths (that scatter widens the log-mean
+            map and lowers the metric by about ``K / S_eff``).
     """
 
     name: str
@@ -41,6 +55,15 @@ class Estimator:
     bundle_samples: Callable[[np.ndarray], np.ndarray]
     smooth_posteriors: bool = False
     min_samples: Callable[[int, int], str | None] = lambda s, k: None
+    split: Callable[[np.ndarray, dict[str, Any]], tuple[np.ndarray, np.ndarray | None]] | None = None
+    fresh_draws: bool = False
+
+    def samples_for_maps(self, samples: np.ndarray, fit_options: dict[str, Any]
+                         ) -> tuple[np.ndarray, np.ndarray | None]:
+        """``(seen, held_out)`` samples (see ``split``); ``held_out`` None when there are none."""
+        if self.split is None:
+            return self.bundle_samples(samples), None
+        return self.split(samples, fit_options)
 
     def check(self, samples_per_point: int, bundle: int) -> None:
         """Raise :class:`ValueError` if the budget does not suit this estimator."""
@@ -79,7 +102,25 @@ def _fit_trained(model: Any, samples: np.ndarray, axis0: np.ndarray, axis1: np.n
     return model
 
 
-register(Estimator("grid", _make_grid, _fit_trained, lambda x: x))
+def _validation_split(samples: np.ndarray, options: dict[str, Any]
+                      ) -> tuple[np.ndarray, np.ndarray | None]:
+    # the samples the trained estimators (grid, flow) fitted on: all but their validation split
+    # (la.posterior.bundles.training_bundles, recomputed here)
+    from ..posterior.bundles import sample_split
+
+    s = samples.shape[1]
+    if options.get("max_samples") is not None:
+        s = min(s, int(options["max_samples"]))
+    val_fraction = float(options.get("val_fraction", 0.1))
+    if val_fraction == 0:
+        return np.asarray(samples[:, :s]), None
+    train, _ = sample_split(s, int(options["bundle"]), int(options.get("neighbours", 1)),
+                            val_fraction, int(options.get("seed", 0)))
+    return np.asarray(samples[:, train]), None
+
+
+register(Estimator("grid", _make_grid, _fit_trained, lambda x: x, split=_validation_split,
+                   fresh_draws=True))
 
 
 # -- flow: a conditional normalizing flow p(t | bundle) ------------------------------------------
@@ -90,7 +131,8 @@ def _make_flow(sample_shape: tuple[int, ...], grid_shape: tuple[int, int],
     return FlowPosterior(sample_shape, dim=2, **init)
 
 
-register(Estimator("flow", _make_flow, _fit_trained, lambda x: x))
+register(Estimator("flow", _make_flow, _fit_trained, lambda x: x, split=_validation_split,
+                   fresh_draws=True))
 
 
 # -- kernel: feature distances to reference samples (no training) --------------------------------
@@ -128,6 +170,13 @@ def _kernel_budget(samples: int, bundle: int) -> str | None:
     return None
 
 
+def _kernel_split(samples: np.ndarray, options: dict[str, Any]
+                  ) -> tuple[np.ndarray, np.ndarray | None]:
+    # references (the first half) are what the kernel "saw"; the second half is held out
+    half = samples.shape[1] // 2
+    return np.asarray(samples[:, :half]), np.asarray(samples[:, half:])
+
+
 register(Estimator("kernel", _make_kernel, _fit_kernel,
                    lambda x: x[:, x.shape[1] // 2:], smooth_posteriors=True,
-                   min_samples=_kernel_budget))
+                   min_samples=_kernel_budget, split=_kernel_split))

@@ -62,6 +62,7 @@ class Context:
     strategy: Any = None
     objects: dict[str, Any] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
+    diagnostics: dict[str, Any] = field(default_factory=dict)
     _values: dict[str, Any] = field(default_factory=dict)
     _stages: dict[str, Stage] = field(default_factory=dict)
 
@@ -247,7 +248,13 @@ def _posteriors(model: Any, samples: np.ndarray, config: RunConfig, progress: bo
 
 class PosteriorStage(Stage):
     """The posterior estimator and its posterior maps of every grid point:
-    ``posterior.safetensors``, ``posteriors.npy`` (P, G0, G1)."""
+    ``posterior.safetensors``, ``posteriors.npy`` (P, G0, G1).
+
+    The maps fed to the potential come from samples the estimator never saw: the kernel's
+    second half (its first half are the references), fresh draws for the trained estimators
+    (:attr:`~latentatlas.atlas.estimators.Estimator.fresh_draws`). The gap to the maps of the
+    samples it was fitted on (on up to 64 grid points) goes to ``ctx.diagnostics["posterior"]``
+    and ``posterior_diagnostics.json``."""
 
     name = "posterior"
     outputs = ("posterior.safetensors", "posteriors.npy")
@@ -267,19 +274,59 @@ class PosteriorStage(Stage):
         if ctx.strategy is not None:
             fit_opts["strategy"] = ctx.strategy
         model = est.fit(model, samples, ctx.axis0, ctx.axis1, fit_opts)
-        posts = np.asarray(_posteriors(model, est.bundle_samples(samples), cfg, ctx.progress),
-                           dtype=np.float64)
+        # the maps come from samples the estimator never saw when there are enough for a bundle
+        seen, held = est.samples_for_maps(samples, fit_opts)
+        if held is None and est.fresh_draws:
+            held = self.fresh_draws(ctx, samples.shape[1])
+        if held is not None and held.shape[1] < cfg.bundle:
+            log.warning("stage posterior: %d held-out samples per point, fewer than a bundle of "
+                        "%d: the posterior maps use samples the estimator was fitted on",
+                        held.shape[1], cfg.bundle)
+            held = None
+        posts = self._maps(model, est, held if held is not None else seen, cfg, ctx.progress)
         expected = (ctx.params.shape[0], *ctx.grid_shape)
         if posts.shape != expected:
             raise ValueError(f"posteriors: expected shape {expected} from the {cfg.estimator} "
                              f"estimator, got {posts.shape}")
-        if est.smooth_posteriors and cfg.sigma > 0:
+        self.record_gap(ctx, model, est, seen, held, posts)
+        return self.keep(ctx, model, posts)
+
+    @staticmethod
+    def fresh_draws(ctx: Context, n: int) -> np.ndarray:
+        """(P, n, *sample_shape) new samples at every grid point, seeded by
+        ``config.seed + HELD_OUT_SEED`` (independent of the store's samples)."""
+        from .estimators import HELD_OUT_SEED
+
+        return np.asarray(ctx.source.sample(ctx.params, n, seed=ctx.config.seed + HELD_OUT_SEED))
+
+    @staticmethod
+    def _maps(model: Any, est: Any, samples: np.ndarray, cfg: RunConfig,
+              progress: bool) -> np.ndarray:
+        posts = np.asarray(_posteriors(model, samples, cfg, progress), dtype=np.float64)
+        if est.smooth_posteriors and cfg.sigma > 0 and posts.ndim == 3:
             import torch
 
             from ..geometry import smooth
 
             posts = smooth(torch.as_tensor(posts), cfg.sigma).double().numpy()
-        return self.keep(ctx, model, posts)
+        return posts
+
+    def record_gap(self, ctx: Context, model: Any, est: Any, seen: np.ndarray,
+                   held: np.ndarray | None, posts: np.ndarray, points: int = 64) -> None:
+        """``ctx.diagnostics["posterior"]`` (and ``posterior_diagnostics.json``): which samples
+        the maps came from and the seen / held-out gap on up to ``points`` grid points."""
+        from .compare import posterior_gap
+
+        diag: dict[str, Any] = {"maps_from": "held_out" if held is not None else "seen",
+                                "held_out_per_point": 0 if held is None else int(held.shape[1])}
+        if held is not None and seen.shape[1] >= ctx.config.bundle:
+            idx = np.unique(np.linspace(0, len(posts) - 1, min(points, len(posts))).round()
+                            ).astype(np.int64)
+            mine = self._maps(model, est, seen[idx], ctx.config, False)
+            diag.update(posterior_gap(mine, posts[idx], ctx.axis0, ctx.axis1))
+        ctx.diagnostics["posterior"] = diag
+        if ctx.run is not None:
+            save_json(ctx.file("posterior_diagnostics.json"), diag)
 
     @staticmethod
     def keep(ctx: Context, model: Any, posts: np.ndarray) -> tuple[Any, np.ndarray]:

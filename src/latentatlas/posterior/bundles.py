@@ -38,6 +38,7 @@ __all__ = [
     "load_all",
     "load_points",
     "neighbours",
+    "sample_split",
     "training_bundles",
 ]
 
@@ -339,15 +340,27 @@ def training_bundles(
     Returns:
         ``(train, val)``; ``val`` is None when ``val_fraction == 0``.
     """
+    s, kneib = samples_per_point, neighbour_index.shape[1]
+    rng = np.random.default_rng(seed)
+    train_pool, val_pool = _split(rng, s, bundle, kneib, val_fraction)
+    n_val = val_pool.shape[0]
+    train = draw_bundles(n_train, bundle, neighbour_index, s, rng, pool=train_pool)
+    val = None
+    if n_val:
+        n_vb = int(min(20000, max(256, round(val_fraction * n_train))))
+        val = draw_bundles(n_vb, bundle, neighbour_index, s, rng, pool=val_pool)
+    return train, val
+
+
+def _split(rng: np.random.Generator, s: int, bundle: int, kneib: int, val_fraction: float
+           ) -> tuple[np.ndarray, np.ndarray]:
     if not 0.0 <= val_fraction < 1.0:
         raise ValueError(f"val_fraction: expected a number in [0, 1), got {val_fraction!r}")
-    s, kneib = samples_per_point, neighbour_index.shape[1]
     if bundle > kneib * s:
         raise ValueError(
             f"bundle: expected at most {kneib * s} (K_neib = {kneib} neighbours x S = {s} samples "
             f"per point), got {bundle}"
         )
-    rng = np.random.default_rng(seed)
     need = -(-bundle // kneib)  # samples per point needed for one bundle
     n_val = 0 if val_fraction == 0 else max(need, int(round(val_fraction * s)))
     if n_val and s - n_val < need:
@@ -357,10 +370,18 @@ def training_bundles(
             f"needs; use more samples, a smaller bundle or val_fraction=0"
         )
     perm = rng.permutation(s)
-    val_pool, train_pool = np.sort(perm[:n_val]), np.sort(perm[n_val:])
-    train = draw_bundles(n_train, bundle, neighbour_index, s, rng, pool=train_pool)
-    val = None
-    if n_val:
-        n_vb = int(min(20000, max(256, round(val_fraction * n_train))))
-        val = draw_bundles(n_vb, bundle, neighbour_index, s, rng, pool=val_pool)
-    return train, val
+    return np.sort(perm[n_val:]), np.sort(perm[:n_val])
+
+
+def sample_split(samples_per_point: int, bundle: int, neighbours: int, val_fraction: float,
+                 seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """The sample indices :func:`training_bundles` trains and validates on (same arguments).
+
+    Returns:
+        ``(train_pool, val_pool)``: sorted int64 indices into the S samples of every point; the
+        validation pool is empty when ``val_fraction == 0``. Samples of the validation pool never
+        enter a training bundle, so posteriors evaluated on them are held out.
+    """
+    s = check_int(samples_per_point, "samples_per_point", minimum=1)
+    return _split(np.random.default_rng(seed), s, check_int(bundle, "bundle", minimum=1),
+                  check_int(neighbours, "neighbours", minimum=1), val_fraction)
