@@ -228,6 +228,47 @@ def test_switch_jump_analysis_lipschitz() -> None:
     assert np.all(arr["before"][..., 1] < 6) and np.all(arr["after"][..., 1] > 6)
 
 
+# -- many pairs: batched, and on ray ---------------------------------------------------------------
+RANK = dict(interpolation="linear", eta=1.0, points=24, samples=16, progress=False)
+
+
+def test_rank_batches_equal_single_paths() -> None:
+    """rank() maps pairs in batches (shared generation, one batched potential fit): each pair's
+    metric, means and jumps are bit-identical to la.paths.build of that pair alone, and the
+    Fisher lengths rank like the exact ones |z_B - z_A| / eta."""
+    lat = np.random.default_rng(0).standard_normal((10, 8))
+    pairs = [(0, 1), (2, 3), (4, 5)]
+    table = la.paths.rank(noise_gen, lat, pairs, paths_per_batch=2, **RANK)
+    for row, res in zip(table.rows, table.results):
+        one = la.paths.build(noise_gen, lat[row["i"]], lat[row["j"]], analyses=False, **RANK)
+        assert np.array_equal(one.metric, res.metric) and np.array_equal(one.means, res.means)
+        assert np.array_equal(one.jumps, res.jumps)
+    exact = {p: float(np.linalg.norm(lat[p[1]] - lat[p[0]])) for p in pairs}
+    assert [(r["i"], r["j"]) for r in table.rows] == sorted(exact, key=exact.get, reverse=True)
+    with pytest.raises(ValueError, match="backend"):
+        la.paths.rank(noise_gen, lat, pairs, backend="spark", **RANK)
+
+
+@pytest.mark.slow
+def test_rank_on_ray_equals_local(tmp_path) -> None:
+    """--backend ray for pairs: a local Ray instance of 2 CPUs (rank starts it; its workers get
+    this process's sys.path, so they import this module's generator), 5 pairs in batches of 2
+    (3 tasks): the ranking and every pair's arrays equal the local backend's bit for bit."""
+    pytest.importorskip("ray")
+    lat = np.random.default_rng(2).standard_normal((12, 8))
+    pairs = [(0, 1), (2, 3), (4, 5), (6, 7), (8, 9)]
+    local = la.paths.rank(noise_gen, lat, pairs, paths_per_batch=2, out=tmp_path / "local",
+                          **RANK)
+    remote = la.paths.rank(noise_gen, lat, pairs, paths_per_batch=2, backend="ray", workers=2,
+                           out=tmp_path / "ray", **RANK)
+    assert remote.rows == local.rows
+    for a, b in zip(local.results, remote.results):
+        for key, value in a.arrays().items():
+            np.testing.assert_array_equal(b.arrays()[key], value, err_msg=key)
+    assert ((tmp_path / "ray" / "ranking.csv").read_text()
+            == (tmp_path / "local" / "ranking.csv").read_text())
+
+
 # -- the grid estimator ----------------------------------------------------------------------------
 @pytest.mark.slow
 def test_grid_estimator_fisher_length() -> None:

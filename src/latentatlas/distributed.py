@@ -157,11 +157,26 @@ def generate(
                     write_chunk(store.path, k, source)
             return SampleStore.open(store.path)
         return store.generate(progress=progress)
+    with ray_session(address, workers) as ray:
+        _generate_ray(ray, store, source if source is not None else store.source(), workers,
+                      gpus_per_task, max_retries, progress)
+    return SampleStore.open(store.path)
+
+
+@contextlib.contextmanager
+def ray_session(address: str | None = None, workers: int | None = None,
+                env: dict[str, str] | None = None) -> Iterator[Any]:
+    """The ``ray`` module with a session: the caller's if Ray is initialised, else one connected
+    to ``address`` (default ``$RAY_ADDRESS``) or a new local instance with ``workers`` CPUs
+    (``env``: environment variables of its workers), shut down on exit.
+
+    Raises:
+        ImportError: without the ray package.
+    """
     try:
         import ray
     except ImportError:
         raise ImportError(f"backend 'ray' needs the 'ray' package: {_RAY_INSTALL}") from None
-
     started = False
     if not ray.is_initialized():
         address = address or os.environ.get("RAY_ADDRESS") or None
@@ -169,15 +184,14 @@ def generate(
             ray.init(address=address, log_to_driver=False)
         else:
             ray.init(num_cpus=workers or os.cpu_count() or 1, include_dashboard=False,
-                     log_to_driver=False)
+                     log_to_driver=False,
+                     runtime_env={"env_vars": dict(env)} if env else None)
         started = True
     try:
-        _generate_ray(ray, store, source if source is not None else store.source(), workers,
-                      gpus_per_task, max_retries, progress)
+        yield ray
     finally:
         if started:
             ray.shutdown()
-    return SampleStore.open(store.path)
 
 
 def _generate_ray(ray: Any, store: SampleStore, source: Any, workers: int | None,

@@ -34,7 +34,7 @@ from .atlas.pipeline import build as _build
 from .atlas.pipeline import execute
 from .sources.latent_path import LatentPath
 
-__all__ = ["Ranking", "build", "make_source", "rank", "sample_paths"]
+__all__ = ["Ranking", "build", "make_source", "map_paths", "rank", "sample_paths"]
 
 RANK_KEYS = ("fisher_length", "jumps")
 
@@ -195,18 +195,67 @@ def _pairs(latents: np.ndarray, pairs: Any) -> np.ndarray:
     return arr.astype(np.int64)
 
 
+def map_paths(generator: Any, ends: Any, interpolation: str, eta: float, batch_size: int,
+              config: RunConfig, objects: Mapping[str, Any] | None = None) -> list[PathResult]:
+    """Map M paths of one generator with one config, in memory: generation batched across the
+    paths (:func:`sample_paths`), the 1-D posterior of each path, ONE batched potential fit for
+    all of them (:func:`~latentatlas.geometry.line.fit_line_potentials`), then the means,
+    distances and jumps. Each path's result is bit-identical to mapping it alone (what one Ray
+    task of :func:`rank` computes).
+
+    Args:
+        ends: (M, 2, D) the end latents of each path; config: the run config (no analyses).
+
+    Returns:
+        M :class:`~latentatlas.analyses.path.PathResult`.
+    """
+    from .atlas.config import estimators_for
+    from .atlas.pipeline import stages_for
+    from .atlas.stages import Context
+    from .geometry.line import fit_line_potentials
+
+    ends = np.asarray(ends, dtype=np.float64)
+    srcs = [make_source(generator, a, b, interpolation, eta, batch_size) for a, b in ends]
+    stages = stages_for(config, report=False)
+    cut = [st.name for st in stages].index("potential")
+    s = Context(srcs[0], config).axis0
+    ctxs = []
+    for src, x in zip(srcs, sample_paths(srcs, s, config.samples_per_point, config.seed)):
+        ctx = Context(src, config, None, False, objects={**dict(objects or {}), "samples": x})
+        for stage in stages[:cut]:
+            ctx.run_stage(stage)
+        ctxs.append(ctx)
+    posts = np.stack([ctx.result("posterior")[1] for ctx in ctxs])
+    sigma = config.sigma if estimators_for(1)[config.estimator].smooth_model else 0.0
+    pots = fit_line_potentials(posts, s, bundle=config.bundle, sigma=sigma, seed=config.seed + 2,
+                               **dict(config.potential_options))
+    out = []
+    for ctx, pot in zip(ctxs, pots):
+        ctx.objects["potential"] = pot
+        for stage in stages[cut:]:
+            ctx.run_stage(stage)
+        out.append(ctx.result("path"))
+    return out
+
+
 def rank(generator: Any, latents: Any, pairs: Any, interpolation: str = "slerp",
          points: int = 100, samples: int = 50, eta: float = 0.0, bundle: int | None = None,
          estimator: str | None = None, features: Any = "pixels", seed: int = 0,
          sort: str = "fisher_length", out: str | os.PathLike | None = None,
          progress: bool = True, posterior_repeats: int | None = None,
          potential_options: Mapping[str, Any] | None = None, batch_size: int = 1024,
-         paths_per_batch: int | None = None) -> Ranking:
+         paths_per_batch: int | None = None, backend: str = "local",
+         address: str | None = None, workers: int | None = None,
+         gpus_per_task: float = 0.0) -> Ranking:
     """Map many paths of one generator and rank them.
 
-    Generation is batched across paths (:func:`sample_paths`, ``paths_per_batch`` paths at a
-    time: default as many as fit in ~64k samples); each path then runs the 1-D pipeline in memory
-    (same config as :func:`build`, no jump analysis). With ``out``: ``ranking.csv``,
+    The pairs run in batches of ``paths_per_batch`` paths (default: as many as fit in ~64k
+    samples): :func:`map_paths` generates each batch's samples in shared generator calls and fits
+    its potentials in one vectorised optimisation (same config as :func:`build`, no jump
+    analysis). ``backend="ray"``: each batch is one Ray task (``num_cpus=1``,
+    ``num_gpus=gpus_per_task``; ``address``/``workers`` as for the stores,
+    :func:`latentatlas.distributed.generate`; a local instance's workers get this process's
+    ``sys.path``); the table is identical to the local one. With ``out``: ``ranking.csv``,
     ``ranking.json``, ``paths/I_J.npz`` (the ``path.npz`` arrays of each pair) and
     ``config.json``; a rerun skips the pairs already written, another config is refused.
 
@@ -224,37 +273,43 @@ def rank(generator: Any, latents: Any, pairs: Any, interpolation: str = "slerp",
     bank = np.asarray(latents, dtype=np.float64).reshape(len(latents), -1)
     idx = _pairs(bank, pairs)
     check_choice(sort, "sort", RANK_KEYS)
+    check_choice(backend, "backend", ("local", "ray"))
     points = check_int(points, "points", minimum=4)
     samples = check_int(samples, "samples", minimum=1)
     opts, objects = _options(features, estimator, None)
     probe = make_source(generator, bank[idx[0, 0]], bank[idx[0, 1]], interpolation, eta,
                         batch_size)
+    # the batch's config (its source entry is the first pair's: fingerprinting every pair would
+    # hash the generator's weights once per path)
     config = RunConfig.make(probe, None, points, samples, bundle, estimator, seed, opts,
                             potential_options, posterior_repeats, None, "log", {})
     folder = _rank_folder(out, config, idx, objects)
-    per = paths_per_batch or max(1, 65536 // (points * (1 if eta == 0 else samples)))
+    per = check_int(paths_per_batch or max(1, 65536 // (points * (1 if eta == 0 else samples))),
+                    "paths_per_batch", minimum=1)
     results: list[PathResult | None] = [None] * len(idx)
-    s = np.linspace(0.0, 1.0, points)
-    bar = tqdm(total=len(idx), disable=not progress, desc="paths")
-    for start in range(0, len(idx), per):
-        chunk = list(range(start, min(len(idx), start + per)))
-        todo = [k for k in chunk if not (folder and _pair_file(folder, idx[k]).is_file())]
-        for k in set(chunk) - set(todo):
+    for k in range(len(idx)):
+        if folder and _pair_file(folder, idx[k]).is_file():
             results[k] = PathResult.from_npz(_pair_file(folder, idx[k]))
-        if todo:
-            gen = probe.generator
-            srcs = [make_source(gen, bank[idx[k, 0]], bank[idx[k, 1]], interpolation, eta,
-                                batch_size) for k in todo]
-            for k, src, x in zip(todo, srcs, sample_paths(srcs, s, samples, seed)):
-                # the batch's config (its source entry is the first pair's: fingerprinting every
-                # pair would hash the generator's weights once per path)
-                res = execute(src, config, progress=False, report=False,
-                              objects={**objects, "samples": x}).result("path")
-                results[k] = res
-                if folder:
-                    save_npz(_pair_file(folder, idx[k]), res.arrays())
-        bar.update(len(chunk))
-    bar.close()
+    todo = [k for k in range(len(idx)) if results[k] is None]
+    batches = [todo[a:a + per] for a in range(0, len(todo), per)]
+    bar = tqdm(total=len(idx), initial=len(idx) - len(todo), disable=not progress, desc="paths")
+    args = (probe.generator, interpolation, eta, batch_size, config, objects)
+
+    def done(batch: list[int], mapped: list[PathResult]) -> None:
+        for k, res in zip(batch, mapped):
+            results[k] = res
+            if folder:
+                save_npz(_pair_file(folder, idx[k]), res.arrays())
+        bar.update(len(batch))
+
+    try:
+        if backend == "local":
+            for batch in batches:
+                done(batch, map_paths(args[0], bank[idx[batch]], *args[1:]))
+        elif batches:
+            _rank_ray(args, bank, idx, batches, done, address, workers, gpus_per_task)
+    finally:
+        bar.close()
     rows = []
     for (i, j), res in zip(idx, results):
         row = {"i": int(i), "j": int(j), **summary(res)}
@@ -271,6 +326,46 @@ def rank(generator: Any, latents: Any, pairs: Any, interpolation: str = "slerp",
         atomic_write(folder / "ranking.csv", table.to_csv())
         save_json(folder / "ranking.json", table.to_json())
     return table
+
+
+def _rank_ray(args: tuple[Any, ...], bank: np.ndarray, idx: np.ndarray,
+              batches: list[list[int]], done: Any, address: str | None, workers: int | None,
+              gpus_per_task: float) -> None:
+    """Each batch of pairs as one Ray task of :func:`map_paths`; ``done(batch, results)`` as
+    they finish (at most ``workers`` in flight)."""
+    import sys
+
+    from .distributed import ray_session
+
+    if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int)
+                                or workers < 1):
+        raise ValueError(f"workers: expected a positive int or None, got {workers!r}")
+    if not (isinstance(gpus_per_task, int | float) and gpus_per_task >= 0):
+        raise ValueError(f"gpus_per_task: expected a number >= 0, got {gpus_per_task!r}")
+    env = {"PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
+    with ray_session(address, workers, env) as ray:
+        task = ray.remote(map_paths).options(num_cpus=1, num_gpus=gpus_per_task,
+                                             name="latentatlas.map_paths")
+        generator = ray.put(args[0])
+        queue, pending = list(batches), {}
+        limit = workers or len(batches)
+        while queue or pending:
+            while queue and len(pending) < limit:
+                batch = queue.pop(0)
+                pending[task.remote(generator, bank[idx[batch]], *args[1:])] = batch
+            ready, _ = ray.wait(list(pending), num_returns=1)
+            for ref in ready:
+                batch = pending.pop(ref)
+                try:
+                    mapped = ray.get(ref)
+                except Exception as err:  # RayTaskError: the task's own error, if a ValueError
+                    cause = getattr(err, "cause", None)
+                    if isinstance(cause, ValueError):
+                        raise cause from None
+                    first = str(cause or err).strip().splitlines() or [type(err).__name__]
+                    raise RuntimeError(f"pairs {idx[batch].tolist()} failed on ray: "
+                                       f"{first[-1]}") from None
+                done(batch, mapped)
 
 
 def _pair_file(folder: Path, pair: np.ndarray) -> Path:

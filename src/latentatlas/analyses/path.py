@@ -167,6 +167,8 @@ class LinePotentialStage(Stage):
         from ..geometry.line import fit_line_potential
 
         cfg = ctx.config
+        if ctx.run is None and "potential" in ctx.objects:  # fitted beforehand, e.g. batched
+            return ctx.objects["potential"]                # across paths by la.paths.rank
         _, posts = ctx.result("posterior")
         sigma = cfg.sigma if estimators_for(1)[cfg.estimator].smooth_model else 0.0
         pot = fit_line_potential(posts, ctx.axis0, bundle=cfg.bundle, sigma=sigma,
