@@ -75,11 +75,12 @@ class MonotoneElementwise(Configurable, Transform):
     Args:
         features: D.
         terms: n, tanh terms per coordinate.
+        rate: initial ``b`` of every term (the terms' centres ``c`` start evenly in [-1, 1]).
 
     Shapes: ``x (B, D) -> z (B, D), log|det| (B,)``.
     """
 
-    def __init__(self, features: int = 2, terms: int = 8) -> None:
+    def __init__(self, features: int = 2, terms: int = 8, rate: float = 2.0) -> None:
         super().__init__()
         if isinstance(features, bool) or not isinstance(features, int) or features < 1:
             raise ValueError(f"features: expected a positive int, got {features!r}")
@@ -89,7 +90,9 @@ class MonotoneElementwise(Configurable, Transform):
         self.raw = nn.Parameter(torch.zeros(features, terms))
         centres = torch.linspace(-1.0, 1.0, terms) if terms > 1 else torch.zeros(1)
         self.centre = nn.Parameter(centres.repeat(features, 1))
-        self.log_rate = nn.Parameter(torch.full((features, terms), math.log(2.0)))
+        if not (isinstance(rate, int | float) and math.isfinite(rate) and rate > 0):
+            raise ValueError(f"rate: expected a positive number, got {rate!r}")
+        self.log_rate = nn.Parameter(torch.full((features, terms), math.log(float(rate))))
 
     def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         if x.ndim != 2 or x.shape[1] != self.features:
@@ -118,10 +121,11 @@ class LearnedCoordinates(Configurable, nn.Module):
         blocks: number of blocks.
         hidden: widths of the coupling conditioners.
         terms: tanh terms per coordinate of the elementwise maps.
+        rate: initial rate of their tanh terms (see :class:`MonotoneElementwise`).
     """
 
-    def __init__(self, bounds: object = None, blocks: int = 2, hidden: Sequence[int] = (32, 32),
-                 terms: int = 8) -> None:
+    def __init__(self, bounds: object = None, blocks: int = 3, hidden: Sequence[int] = (32, 32),
+                 terms: int = 8, rate: float = 0.7) -> None:
         super().__init__()
         b = _check_bounds([[-1.0, 1.0]] * 2 if bounds is None else bounds, 2)
         if isinstance(blocks, bool) or not isinstance(blocks, int) or blocks < 1:
@@ -130,11 +134,11 @@ class LearnedCoordinates(Configurable, nn.Module):
         self.register_buffer("t_half", (b[:, 1] - b[:, 0]).float() / 2)
         layers: list[nn.Module] = []
         for _ in range(blocks):
+            layers.append(MonotoneElementwise(2, terms, rate))
             for flip in (False, True):
                 layer = AffineCoupling(2, hidden=tuple(hidden), flip=flip, activation="tanh")
                 layer.net.init_output()  # zero shift and log-scale: the identity
                 layers.append(layer)
-            layers.append(MonotoneElementwise(2, terms))
         self.layers = nn.ModuleList(layers)
 
     def forward(self, t: Tensor) -> Tensor:
