@@ -248,7 +248,7 @@ class FlowPosterior(PosteriorMap, Configurable, nn.Module):
         spacing: Any = None,
         bundle: int = 4,
         neighbours: int = 1,
-        jitter: bool = True,
+        jitter: bool | None = None,
         sigma: float | None = None,
         steps: int = 2000,
         batch_size: int = 128,
@@ -273,7 +273,11 @@ class FlowPosterior(PosteriorMap, Configurable, nn.Module):
                 neighbours are counted in units of each axis's range and no jitter is applied).
             bundle: K.
             neighbours: K_neib (samples from the K_neib nearest points of the centre t').
-            jitter: add uniform noise over the cell (or neighbourhood) to the target t'.
+            jitter: add uniform noise over the cell to the target t' (it makes the targets
+                continuous). It widens the learned posterior by the variance ``h^2 / 12`` per axis
+                (h: the cell), which the potential fit does not model, so None (default) jitters
+                only when ``sigma`` is 0: with ``sigma > 0`` the Gaussian smoothing already makes
+                the targets continuous and is exactly the kernel the fit's model is smoothed by.
             sigma: optional Gaussian smoothing of the targets, std ``sigma`` grid cells (needs a
                 cell size): the flow then estimates the posterior convolved with that Gaussian,
                 like :class:`GridPosterior`'s bump targets. None or 0: no smoothing.
@@ -328,6 +332,8 @@ class FlowPosterior(PosteriorMap, Configurable, nn.Module):
             raise ValueError("sigma: target smoothing in grid cells needs a cell size; pass "
                              "spacing=(d,) with params")
         rng = np.random.default_rng([seed, 1])
+        if jitter is None:
+            jitter = not sigma
         width = cell if (jitter and cell is not None) else np.zeros(self.dim)
         smooth = float(sigma or 0.0) * (cell if cell is not None else np.zeros(self.dim))
 
