@@ -71,6 +71,19 @@ def test_float32_generator_reports_its_floor_not_a_fake_slope() -> None:
     assert told.floor_delta == pytest.approx(1e-6) and abs(told.slope) < 0.01
 
 
+def test_float32_floor_scales_with_the_output_norm() -> None:
+    # 10 + sin(3 t) in float32: ulp(10) = 9.5e-7, so below delta ~ 1e-6 the differences are 0 or
+    # one ulp and L reads 3.0 at 1e-6 and 13.5 at 1e-7 (a fake local slope of -0.37 over the 3
+    # smallest steps); the rounding level 100 eps32 * 10 = 1.2e-4 puts the floor at 1e-5
+    point = np.array([0.7, 0.2])
+    prof = lipschitz_profile(lambda p: 10 + np.sin(3 * p.astype(np.float32)), point)
+    assert prof.floor_delta == pytest.approx(1e-5) and prof.usable.sum() == 4
+    assert abs(prof.slope) < 0.01
+    assert prof.rounding == pytest.approx(100 * np.finfo(np.float32).eps
+                                          * np.linalg.norm(10 + np.sin(3 * point.astype(np.float32))),
+                                          rel=1e-6)
+
+
 def test_float64_has_a_floor_too_and_constant_output_is_all_floor() -> None:
     # 1 + |t - c|**2: differences delta**2 against the rounding level 100 eps64 = 2.2e-14 of
     # |x| = 1: delta = 1e-7 (1e-14) is at the floor, 1e-6 (1e-12) is not
