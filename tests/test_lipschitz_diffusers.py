@@ -47,7 +47,7 @@ def test_float32_floor_and_float64_below_it(pipe) -> None:
     assert f64.dtype == "float64" and math.isnan(f64.floor_delta) and f64.usable.all()
     assert f64.lipschitz[-1] == pytest.approx(f64.lipschitz[-3], rel=1e-4)
     assert abs(f64.slope) < 1e-3
-    # where float32 is usable it agrees with float64 (measured within 6e-4)
+    # where float32 is usable it agrees with float64 (measured within 7e-4)
     ok = f32.usable
     np.testing.assert_allclose(f32.lipschitz[ok], f64.lipschitz[ok], rtol=5e-3)
 
