@@ -111,6 +111,7 @@ def test_pairs_ranking(tmp_path, genmod, latents, capsys) -> None:
     (["--from", "0", "--to", "1", "--points", "2"], "--points"),
     (["--from", "0", "--to", "1", "--eta", "-1"], "--eta"),
     (["--from", "0", "--to", "1", "--bundle", "0"], "--bundle"),
+    (["--from", "0", "--to", "1", "--workers", "0"], "--workers"),
 ])
 def test_bad_inputs_exit_2(tmp_path, genmod, latents, capsys, extra, message) -> None:
     code = run(["path", "custom", "--generator", f"{genmod}:decoder", "--latents", latents,

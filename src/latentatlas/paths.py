@@ -72,7 +72,8 @@ def build(generator: Any, z_a: Any, z_b: Any, interpolation: str = "slerp", poin
           posterior_options: Mapping[str, Any] | None = None,
           potential_options: Mapping[str, Any] | None = None,
           analyses: Mapping[str, Any] | Sequence[str] | bool | None = None,
-          report: bool = True, batch_size: int = 1024) -> PathResult:
+          report: bool = True, batch_size: int = 1024,
+          backend: Mapping[str, Any] | None = None) -> PathResult:
     """The path from ``z_a`` to ``z_b`` through ``generator``, mapped (see the module docstring).
 
     Args:
@@ -94,6 +95,8 @@ def build(generator: Any, z_a: Any, z_b: Any, interpolation: str = "slerp", poin
             (``potential_options`` go to :func:`~latentatlas.geometry.line.fit_line_potential`).
         analyses: the analysis stages (default ``("jumps",)``); report: write the report.
         batch_size: latents per generator call.
+        backend: keyword arguments of :func:`latentatlas.distributed.generate` for the sampling
+            stage (``{"backend": "ray", ...}``; a run folder's store), or None (in process).
 
     Returns:
         A :class:`~latentatlas.analyses.path.PathResult`.
@@ -113,7 +116,7 @@ def build(generator: Any, z_a: Any, z_b: Any, interpolation: str = "slerp", poin
                   estimator=estimator, seed=seed, out=out, force=force, progress=progress,
                   posterior_options=opts, potential_options=potential_options,
                   posterior_repeats=posterior_repeats, sigma=sigma, analyses=analyses,
-                  report=report)
+                  report=report, backend=backend)
 
 
 def _analyses(analyses: Any, source: Any) -> dict[str, Any] | None:

@@ -68,3 +68,47 @@ class ResolutionType(click.ParamType):
 
 
 RESOLUTION = ResolutionType()
+
+
+DIFFUSERS_OPTIONS = [
+    click.option("--model", "model", required=True, type=click.Path(file_okay=False),
+                 help="Local diffusers pipeline folder (model_index.json, unet/, vae/, "
+                      "text_encoder/, tokenizer/, scheduler/); never downloaded."),
+    click.option("--prompt", required=True, help="Text prompt."),
+    click.option("--negative-prompt", "negative_prompt", default="", help="Negative prompt."),
+    click.option("--ddim-steps", "ddim_steps", type=int, default=50, show_default=True,
+                 help="DDIM steps per image."),
+    click.option("--guidance", type=float, default=5.0, show_default=True,
+                 help="Classifier-free guidance scale."),
+    click.option("--image-size", "image_size", type=int, default=None,
+                 help="Image height = width in pixels [default: the pipeline's, 512 for SD 1.5]."),
+    click.option("--dtype", type=click.Choice(["float32", "float16", "bfloat16", "float64"]),
+                 default=None,
+                 help="Model dtype [default: float16 on GPU, float32 on CPU]; float64 (CPU) "
+                      "resolves Lipschitz steps below float32 rounding (slower)."),
+    click.option("--device", default=None, help="Torch device [default: cuda if available]."),
+]
+"""The generator options of the diffusers commands (``atlas diffusers``, ``path diffusers``)."""
+
+
+def diffusers_options(func: Any) -> Any:
+    """Decorator adding :data:`DIFFUSERS_OPTIONS`."""
+    for option in reversed(DIFFUSERS_OPTIONS):
+        func = option(func)
+    return func
+
+
+def make_diffusers(model: str, prompt: str, negative_prompt: str, ddim_steps: int,
+                   guidance: float, image_size: int | None, dtype: str | None,
+                   device: str | None, batch_size: int) -> Any:
+    """The :class:`~latentatlas.generators.Diffusers` generator of :data:`DIFFUSERS_OPTIONS`
+    (validated: ``--ddim-steps`` and ``--batch-size`` positive)."""
+    from ..generators import Diffusers
+
+    if ddim_steps < 1:
+        raise ValueError(f"--ddim-steps: expected a positive int, got {ddim_steps}")
+    if batch_size < 1:
+        raise ValueError(f"--batch-size: expected a positive int, got {batch_size}")
+    return Diffusers(model, prompt=prompt, negative_prompt=negative_prompt, steps=ddim_steps,
+                     guidance=guidance, dtype=dtype, device=device, height=image_size,
+                     width=image_size, batch_size=batch_size)

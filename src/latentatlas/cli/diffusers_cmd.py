@@ -14,6 +14,7 @@ import click
 import numpy as np
 
 from .atlas_cmd import atlas
+from .common import diffusers_options, make_diffusers
 
 try:
     from .latent_cmd import _EPILOG, _check, _options, _pick, _run, load_latents
@@ -24,22 +25,7 @@ except ModuleNotFoundError as err:  # the latent-plane commands are not there: n
 
 
 @atlas.command(name="diffusers", epilog=_EPILOG)
-@click.option("--model", "model", required=True, type=click.Path(file_okay=False),
-              help="Local diffusers pipeline folder (model_index.json, unet/, vae/, "
-                   "text_encoder/, tokenizer/, scheduler/); never downloaded.")
-@click.option("--prompt", required=True, help="Text prompt.")
-@click.option("--negative-prompt", "negative_prompt", default="", help="Negative prompt.")
-@click.option("--ddim-steps", "ddim_steps", type=int, default=50, show_default=True,
-              help="DDIM steps per image.")
-@click.option("--guidance", type=float, default=5.0, show_default=True,
-              help="Classifier-free guidance scale.")
-@click.option("--image-size", "image_size", type=int, default=None,
-              help="Image height = width in pixels [default: the pipeline's, 512 for SD 1.5].")
-@click.option("--dtype", type=click.Choice(["float32", "float16", "bfloat16", "float64"]),
-              default=None,
-              help="Model dtype [default: float16 on GPU, float32 on CPU]; float64 (CPU) resolves "
-                   "Lipschitz steps below float32 rounding (slower).")
-@click.option("--device", default=None, help="Torch device [default: cuda if available].")
+@diffusers_options
 @click.option("--batch-size", "batch_size", type=int, default=8, show_default=True,
               help="Images per UNet call.")
 @click.option("--latents", "latents", type=click.Path(dir_okay=False), default=None,
@@ -59,15 +45,8 @@ def diffusers_cmd(model: str, prompt: str, negative_prompt: str, ddim_steps: int
           --image-size 128 --resolution 64 --features clip:~/models/clip-vit-b32 --out runs/sd
     """
     _check(kw)
-    from ..generators import Diffusers
-
-    if ddim_steps < 1:
-        raise ValueError(f"--ddim-steps: expected a positive int, got {ddim_steps}")
-    if batch_size < 1:
-        raise ValueError(f"--batch-size: expected a positive int, got {batch_size}")
-    gen = Diffusers(model, prompt=prompt, negative_prompt=negative_prompt, steps=ddim_steps,
-                    guidance=guidance, dtype=dtype, device=device, height=image_size,
-                    width=image_size, batch_size=batch_size)
+    gen = make_diffusers(model, prompt, negative_prompt, ddim_steps, guidance, image_size, dtype,
+                         device, batch_size)
     if latents is not None:
         bank = load_latents(latents)
         if bank.shape[1] != gen.latent_dim:

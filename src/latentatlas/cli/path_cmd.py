@@ -4,7 +4,8 @@ One path (``--from I --to J``): samples at ``--points`` positions, the 1-D poste
 potential, g(s), the Fisher length, the posterior means, their distances and the jumps, the jump
 analysis and the report, in a run folder (resume, refusal of another config). Many paths
 (``--pairs FILE``, rows ``I J``): generation batched across paths, a ranking by Fisher length and
-jumps (``ranking.csv``, ``ranking.json``).
+jumps (``ranking.csv``, ``ranking.json``). ``--backend ray``: the batches of pairs as Ray tasks
+(one path: its sample chunks, as for the stores).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from typing import Any
 import click
 import numpy as np
 
-from .common import main
+from .common import BACKEND_OPTIONS, backend_kwargs, diffusers_options, main, make_diffusers
 
 _EPILOG = """\b
 Files in --out (one path): path.npz (s, metric = g(s) per sample, potential, gradient, means,
@@ -76,6 +77,7 @@ def _options(func: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--seed", type=int, default=0, show_default=True, help="Run seed."),
         click.option("--force", is_flag=True, help="Recompute every stage (same config only)."),
         click.option("--quiet", is_flag=True, help="No progress bars."),
+        *BACKEND_OPTIONS,
     ]
     for option in reversed(options):
         func = option(func)
@@ -132,6 +134,8 @@ def run(generator: Any, latents: np.ndarray, features: str, kw: dict[str, Any]) 
     from .. import paths
 
     _check(kw, len(latents))
+    backend = backend_kwargs(kw["backend"], kw["ray_address"], kw["workers"],
+                             kw["gpus_per_task"])
     pot = {"steps": kw["potential_steps"]} if kw["potential_steps"] else None
     common = dict(interpolation=kw["interpolation"], points=kw["points"],
                   samples=kw["samples"], eta=kw["eta"], bundle=kw["bundle"],
@@ -141,14 +145,16 @@ def run(generator: Any, latents: np.ndarray, features: str, kw: dict[str, Any]) 
     out = kw["out"]
     if kw["pairs"] is not None:
         idx = read_pairs(kw["pairs"], len(latents))
-        table = paths.rank(generator, latents, idx, sort=kw["sort"], out=out, **common)
+        table = paths.rank(generator, latents, idx, sort=kw["sort"], out=out, **backend,
+                           **common)
         click.echo(f"ranked {len(idx)} paths by {kw['sort']}: -> {out}/ranking.csv")
         for row in table.rows[:5]:
             click.echo(f"  {row['rank']:>3}. {row['i']} -> {row['j']}: Fisher length "
                        f"{row['fisher_length']:.3g}, {row['jumps']} jumps")
         return
     res = paths.build(generator, latents[kw["from_"]], latents[kw["to"]], out=out,
-                      force=kw["force"], **common)
+                      force=kw["force"], backend=backend if kw["backend"] == "ray" else None,
+                      **common)
     where = ", ".join(f"{p:.3f}" for p in res.jump_positions) or "none"
     click.echo(f"path {kw['from_']} -> {kw['to']}: {res.s.size} points, Fisher length "
                f"{res.fisher_length:.4g}, jumps at s = {where} (threshold {res.threshold:.3g}) "
@@ -191,21 +197,7 @@ def digits(latents: str | None, features: str, **kw: Any) -> None:
 
 
 @path.command(name="diffusers", epilog=_EPILOG)
-@click.option("--model", "model", required=True, type=click.Path(file_okay=False),
-              help="Local diffusers pipeline folder; never downloaded.")
-@click.option("--prompt", required=True, help="Text prompt.")
-@click.option("--negative-prompt", "negative_prompt", default="", help="Negative prompt.")
-@click.option("--ddim-steps", "ddim_steps", type=int, default=50, show_default=True,
-              help="DDIM steps per image.")
-@click.option("--guidance", type=float, default=5.0, show_default=True,
-              help="Classifier-free guidance scale.")
-@click.option("--image-size", "image_size", type=int, default=None,
-              help="Image height = width in pixels [default: the pipeline's].")
-@click.option("--dtype", type=click.Choice(["float32", "float16", "bfloat16", "float64"]),
-              default=None,
-              help="Model dtype [default: float16 on GPU, float32 on CPU]; float64 (CPU) resolves "
-                   "Lipschitz steps below float32 rounding (slower).")
-@click.option("--device", default=None, help="Torch device [default: cuda if available].")
+@diffusers_options
 @click.option("--latents", "latents", type=click.Path(dir_okay=False), default=None,
               help="Initial latents (N, C*h*w) [default: 1000 N(0, I) draws with --seed].")
 @click.option("--features", default="pixels", show_default=True,
@@ -216,14 +208,10 @@ def diffusers_cmd(model: str, prompt: str, negative_prompt: str, ddim_steps: int
                   device: str | None, latents: str | None, features: str, **kw: Any) -> None:
     """A diffusers text-to-image pipeline (DDIM, classifier-free guidance) between two initial
     latents (slerp by default, as for Gaussian latents)."""
-    from ..generators import Diffusers
     from .latent_cmd import load_latents
 
-    if ddim_steps < 1:
-        raise ValueError(f"--ddim-steps: expected a positive int, got {ddim_steps}")
-    gen = Diffusers(model, prompt=prompt, negative_prompt=negative_prompt, steps=ddim_steps,
-                    guidance=guidance, dtype=dtype, device=device, height=image_size,
-                    width=image_size, batch_size=kw["batch_size"])
+    gen = make_diffusers(model, prompt, negative_prompt, ddim_steps, guidance, image_size, dtype,
+                         device, kw["batch_size"])
     if latents is not None:
         bank = load_latents(latents)
         if bank.shape[1] != gen.latent_dim:
