@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import json
-import sys
 import textwrap
 
 import numpy as np
 import pytest
 import torch
-
-from latentatlas.cli import main
+from tests._fixtures import module_fixture, run
 
 GEN = textwrap.dedent('''
     import numpy as np
@@ -37,20 +35,7 @@ FAST = ["--resolution", "10", "--eta-resolution", "6",
         "--path-samples", "2", "--potential-steps", "2", "--quiet"]
 
 
-@pytest.fixture()
-def genmod(tmp_path, monkeypatch):
-    (tmp_path / "tinygen_cli.py").write_text(GEN)
-    monkeypatch.syspath_prepend(str(tmp_path))
-    yield "tinygen_cli"
-    sys.modules.pop("tinygen_cli", None)
-
-
-def run(args: list[str]) -> int:
-    try:
-        main(args)
-    except SystemExit as exc:
-        return int(exc.code or 0)
-    return 0
+genmod = module_fixture("tinygen_cli", GEN)
 
 
 def test_custom_end_to_end(tmp_path, genmod, capsys) -> None:

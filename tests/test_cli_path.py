@@ -4,13 +4,11 @@
 from __future__ import annotations
 
 import json
-import sys
 import textwrap
 
 import numpy as np
 import pytest
-
-from latentatlas.cli import main
+from tests._fixtures import module_fixture, run
 
 GEN = textwrap.dedent('''
     import numpy as np
@@ -29,12 +27,7 @@ FAST = ["--points", "24", "--samples", "20", "--potential-steps", "200", "--quie
         "--interpolation", "linear", "--eta", "1.0"]
 
 
-@pytest.fixture()
-def genmod(tmp_path, monkeypatch):
-    (tmp_path / "tinygen_path.py").write_text(GEN)
-    monkeypatch.syspath_prepend(str(tmp_path))
-    yield "tinygen_path"
-    sys.modules.pop("tinygen_path", None)
+genmod = module_fixture("tinygen_path", GEN)
 
 
 @pytest.fixture()
@@ -42,14 +35,6 @@ def latents(tmp_path):
     path = tmp_path / "lat.npy"
     np.save(path, np.random.default_rng(1).standard_normal((12, 16)) * 0.3)
     return str(path)
-
-
-def run(args: list[str]) -> int:
-    try:
-        main(args)
-    except SystemExit as exc:
-        return int(exc.code or 0)
-    return 0
 
 
 def test_one_path_run_folder_resume_refusal(tmp_path, genmod, latents, capsys) -> None:
