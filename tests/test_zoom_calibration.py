@@ -7,6 +7,7 @@ import math
 
 import numpy as np
 import pytest
+import torch
 from matplotlib.path import Path
 
 from latentatlas.analyses import plane_tools as T
@@ -18,6 +19,7 @@ from latentatlas.geometry.calibration import (
     koch_zoom_dimensions,
     line_zoom_dimensions,
 )
+from latentatlas.geometry.lipschitz import lipschitz_profile
 from latentatlas.geometry.zoom import refined_box_counts, zoom_series
 
 PIPELINE_RESOLUTION = PlanesStage.defaults(None, {})["zoom_resolution"]  # 32 today
@@ -103,3 +105,54 @@ def test_refined_counts_of_a_line_are_exact_box_crossings() -> None:
     np.testing.assert_array_equal(boxes, [7, 14, 28, 56])
     np.testing.assert_array_equal(counts, [7, 14, 28, 56])
     assert classes == 2 and evals < 3 * 56 * 9
+
+
+class _Float32Jump:
+    """float32 generator: smooth pixels plus a unit jump of the third across alpha = 0.3."""
+
+    latent_dim = 2
+    compute_dtype = "float32"
+
+    def generate(self, z, eta=0.0, seeds=None):
+        z = torch.as_tensor(z).to(torch.float32)
+        a, b = z[:, 0], z[:, 1]
+        return torch.stack([0.2 * torch.sin(a), 0.2 * torch.cos(b), (a > 0.3).float()], 1)
+
+
+def test_planes_stage_records_measurability_and_precision_floors() -> None:
+    from types import SimpleNamespace
+
+    from latentatlas.sources import LatentPlane
+
+    eye = np.array([[0.0, 0.0], [1.0, 0.0], [0.0, 1.0]])  # z = (alpha, beta)
+    plane = LatentPlane(_Float32Jump(), anchors=eye, renormalize=False,
+                        bounds=((-0.5, 1.5), (-0.5, 1.5)))
+    axis = np.linspace(-0.5, 1.5, 17)  # no grid point on the jump
+    atlas = SimpleNamespace(axis0=axis, axis1=axis,
+                            labels=(axis[:, None] + 0 * axis[None] > 0.3).astype(np.int64))
+    opts = dict(PlanesStage.defaults(None, {}), zoom_points=1, zooms=[10.0, 1e3])
+    scalars: dict = {}
+    arrays: dict = {}
+    PlanesStage._zoom_and_lipschitz(plane, lambda x: (torch.as_tensor(x)[:, 2] > 0.5).long(),
+                                    atlas, opts, 0, scalars, arrays)
+    (zoom,) = scalars["zoom"]
+    assert zoom["measurable"] == [True, True] and zoom["new_structure"] == [False, False]
+    assert zoom["threshold"] == T.NEW_STRUCTURE_DIMENSION
+    np.testing.assert_allclose(zoom["dimensions"], 1.0, atol=0.06)
+    assert [len(b) for b in zoom["boxes"]] == [4, 4] and min(zoom["evaluations"]) > 32**2
+    on, *inside = scalars["lipschitz"]
+    assert on["where"] == "boundary" and inside and all(d["where"] == "inside" for d in inside)
+    # the jump (1) is far above float32 rounding at every step: slope -1, no floor
+    assert on["slope"] == pytest.approx(-1.0, abs=0.02) and math.isnan(on["floor_delta"])
+    for d in inside:
+        # smooth, float32: L = 0.2 max(|cos a|, |sin b|) <= 0.08 against |x| ~ 1 (the jump pixel
+        # is 1 there), so differences L delta reach the rounding level 100 eps32 |x| = 1.2e-5
+        # between delta = 1e-3 (usable) and 1e-4 (the floor)
+        assert d["dtype"] == "float32" and d["floor_delta"] == pytest.approx(1e-4)
+        assert d["usable"] == [True] * 3 + [False] * 4
+        # above the floor: the slope of the exact (float64) profile over the same steps
+        a, b = d["point"]
+        exact = lipschitz_profile(
+            lambda p: np.stack([0.2 * np.sin(p[:, 0]), 0.2 * np.cos(p[:, 1])], 1),
+            np.array([a, b]), deltas=np.array([1e-1, 1e-2, 1e-3]), directions=8)
+        assert d["slope"] == pytest.approx(exact.slope, abs=0.005)
