@@ -149,6 +149,7 @@ def execute(source: Any, config: RunConfig, out: str | os.PathLike | None = None
     for stage in stages:
         ctx.run_stage(stage)
     if run is not None:
-        save_json(run.file("timings.json"), {"timings_s": ctx.timings, "skipped": run.skipped,
+        save_json(run.file("timings.json"), {"timings_s": ctx.timings,
+                                             "cpu_s": ctx.cpu_timings, "skipped": run.skipped,
                                              "computed": run.computed})
     return ctx

@@ -62,6 +62,7 @@ class Context:
     strategy: Any = None
     objects: dict[str, Any] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
+    cpu_timings: dict[str, float] = field(default_factory=dict)
     diagnostics: dict[str, Any] = field(default_factory=dict)
     _values: dict[str, Any] = field(default_factory=dict)
     _stages: dict[str, Stage] = field(default_factory=dict)
@@ -99,9 +100,10 @@ class Context:
             self.run.mark(stage.name, skipped=True, outputs=stage.outputs)
             return
         log.info("stage %s: running", stage.name)
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), time.process_time()
         self._values[stage.name] = stage.compute(self)
         self.timings[stage.name] = time.perf_counter() - start
+        self.cpu_timings[stage.name] = time.process_time() - cpu_start
         if self.run is not None:
             self.run.mark(stage.name, skipped=False)
 

@@ -27,7 +27,9 @@ from ..training import History, Strategy, train
 from . import bundles as B
 from .encoders import build_encoder, check_encoder_output
 
-__all__ = ["GridPosterior", "PosteriorMap"]
+__all__ = ["POOLS", "GridPosterior", "PosteriorMap"]
+
+POOLS = ("embedding", "features")
 
 _CHUNK_BYTES = 2**28  # posteriors() reads at most ~256 MB of samples at a time
 
@@ -247,10 +249,21 @@ class PosteriorMap:
 class GridPosterior(PosteriorMap, Configurable, nn.Module):
     """Softmax posterior over a G0 x G1 parameter grid from bundles of samples.
 
-    Architecture: per-sample encoder E (``encoder``), mean of the K embeddings, MLP head -> G0 * G1
-    logits. Mean pooling makes the estimate invariant to the order of a bundle's samples and
-    accepts any K; for K different from the training K the logits are scaled by ``K / K_fit``,
-    the N-scaling of the log-posterior (``p(t | x_1..x_N)^(1/N) -> exp(-D(t, t'))``).
+    Architecture: per-sample encoder E (``encoder``), then a head -> G0 * G1 logits, with the mean
+    over the K samples of a bundle taken at one of two places (``pool``):
+
+    - ``"embedding"``: mean of the K embeddings, then the MLP head (``Linear, GELU, Linear, GELU,
+      Linear``);
+    - ``"features"``: the head's hidden layers per sample, the mean of the K hidden feature vectors,
+      then the last ``Linear``. The logits are then linear in the bundle's mean feature vector,
+      which is the form of the exact log-posterior of K i.i.d. samples of an exponential family
+      (``K (t . mean_i T(x_i) - log Z(t))``, with T learned): the network only has to learn
+      sufficient statistics, not how they combine.
+
+    Mean pooling makes the estimate invariant to the order of a bundle's samples and accepts any
+    K; for K different from the training K the logits are scaled by ``K / K_fit``, the N-scaling
+    of the log-posterior (``p(t | x_1..x_N)^(1/N) -> exp(-D(t, t'))``; exact for ``"features"``
+    on an exponential family).
 
     Args:
         sample_shape: shape of one sample, e.g. ``(L, L)`` spins, ``(L,)`` TASEP, ``(m,)`` vectors.
@@ -263,6 +276,7 @@ class GridPosterior(PosteriorMap, Configurable, nn.Module):
         hidden: hidden width of the head.
         encoder_options: extra keyword arguments for the built-in encoder (``channels``,
             ``hidden``, ``depth``, ``periodic``, ``blocks``).
+        pool: ``"embedding"`` or ``"features"`` (where the bundle mean is taken, see above).
 
     Buffers (saved by ``la.save``): ``axis0`` (G0,), ``axis1`` (G1,), ``x_loc``/``x_scale``
     (input standardisation), ``fit_bundle`` (K of training, 0 before ``fit``).
@@ -276,8 +290,12 @@ class GridPosterior(PosteriorMap, Configurable, nn.Module):
         embed: int = 64,
         hidden: int = 128,
         encoder_options: dict | None = None,
+        pool: str = "embedding",
     ) -> None:
         nn.Module.__init__(self)
+        if pool not in POOLS:
+            raise ValueError(f"pool: expected one of {POOLS}, got {pool!r}")
+        self.pool = pool
         gs = tuple(int(g) for g in grid_shape)
         if len(gs) != 2 or min(gs) < 2:
             raise ValueError(f"grid_shape: expected (G0, G1) with G0, G1 >= 2, got {grid_shape!r}")
@@ -308,7 +326,10 @@ class GridPosterior(PosteriorMap, Configurable, nn.Module):
         """Logits over the grid: (B, K, *sample_shape) -> (B, G0 * G1)."""
         b, k = bundles.shape[:2]
         z = self.embed_samples(bundles.reshape(b * k, *bundles.shape[2:]))
-        logits = self.head(z.reshape(b, k, -1).mean(1))
+        if self.pool == "features":  # per-sample hidden features, bundle mean, last linear layer
+            logits = self.head[-1](self.head[:-1](z).reshape(b, k, -1).mean(1))
+        else:
+            logits = self.head(z.reshape(b, k, -1).mean(1))
         fit_k = int(self.fit_bundle)
         return logits * (k / fit_k) if fit_k and k != fit_k else logits
 
