@@ -162,30 +162,6 @@ def run_analyses(
             scalars["accuracy"]["inverse_covariance"] = compare({"metric": inv_cov}, ref)
             scalars["accuracy"]["mlp_potential"] = compare(mlp_fields, ref, axes=(a0, a1))
     return jsonable(scalars), arrays
-    inv_cov = np.asarray(geometry.inverse_covariance_metric(posts, a0, a1, bundle=k, sigma=sigma))
-    arrays["baseline_inverse_covariance_metric"] = inv_cov
-    pot_opts = {key: v for key, v in dict(cfg.get("potential_options", {})).items()
-                if key in ("steps", "lr", "batch_points", "centroid_weight")}
-    mlp, _ = geometry.fit_mlp_potential(posts, a0, a1, bundle=k, sigma=sigma, progress=progress,
-                                        seed=seed + 4, **pot_opts)
-    mlp_phi, mlp_grad, mlp_hess = evaluate_potential(mlp, atlas.params())
-    mlp_fields = {"potential": mlp_phi.reshape(g0, g1), "gradient": mlp_grad.reshape(g0, g1, 2),
-                  "metric": mlp_hess.reshape(g0, g1, 2, 2)}
-    for key, value in mlp_fields.items():
-        arrays[f"baseline_mlp_{key}"] = value
-
-    # accuracy against the exact reference
-    ref = exact_reference(source, a0, a1)
-    if ref:
-        for key, value in ref.items():
-            arrays[f"exact_{key}"] = value
-        scalars["accuracy"] = {
-            "ours": compare(atlas, ref),
-            "inverse_covariance": compare({"metric": inv_cov}, ref),
-            "mlp_potential": compare(mlp_fields, ref, axes=(a0, a1)),
-        }
-        scalars["error_concentration"] = error_concentration(atlas, ref)
-    return jsonable(scalars), arrays
 
 
 def _fisher_speed(atlas: Atlas, points: np.ndarray) -> np.ndarray:
