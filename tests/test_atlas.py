@@ -207,7 +207,7 @@ def test_end_to_end_gaussian_recovers_closed_form_metric(tmp_path):
         ["config.json", "source.safetensors", "store.zarr", "posterior.safetensors",
          "posteriors.npy",
          "potential.safetensors", "potential_history.json", "atlas.npz", "timings.json",
-         "posterior.ckpt", "potential.ckpt"])
+         "posterior.ckpt", "potential.ckpt", "posterior_diagnostics.json"])
     ref = exact_reference(source, atlas.axis0, atlas.axis1)
     acc = compare(atlas, ref)
     print(acc)
@@ -221,6 +221,11 @@ def test_end_to_end_gaussian_recovers_closed_form_metric(tmp_path):
     assert acc["gradient"] < 0.06
     assert acc["g01"] < 0.1 and acc["g11"] < 0.2 and acc["g00"] < 0.3
     assert acc["sqrt_det_g"] < 0.35
+    # absolute scale (restored from before 64bd4e9): no rescaling anywhere, so the interior median
+    # ratio of each diagonal component to the closed form is within 15 %
+    for i in (0, 1):
+        ratio = np.median(atlas.metric[2:-2, 2:-2, i, i] / ref["metric"][2:-2, 2:-2, i, i])
+        assert 0.85 < ratio < 1.15, (i, ratio, acc)
     # the saved atlas reloads with its potential and gives the same metric through metric_at
     back = load(tmp_path)
     assert back.potential_model is not None
