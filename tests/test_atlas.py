@@ -231,3 +231,27 @@ def test_end_to_end_gaussian_recovers_closed_form_metric(tmp_path):
     assert back.potential_model is not None
     np.testing.assert_allclose(back.metric_at(atlas.params()[:5]),
                                atlas.metric.reshape(-1, 2, 2)[:5], rtol=1e-5, atol=1e-8)
+
+
+def test_posterior_gap_exact_values():
+    from latentatlas.atlas.compare import posterior_gap
+
+    # spacing 0.1 and >= 7.5 std to each edge: the grid covariance of a bump equals s^2 to
+    # ~1e-12 (truncation exp(-7.5^2 / 2), discretisation exp(-2 pi^2 s^2 / h^2) with s >= 0.2)
+    a0, a1 = np.linspace(-6, 6, 121), np.linspace(-4, 4, 81)
+    t0, t1 = np.meshgrid(a0, a1, indexing="ij")
+
+    def bump(s0: float, s1: float) -> np.ndarray:
+        p = np.exp(-0.5 * (t0 / s0) ** 2 - 0.5 * (t1 / s1) ** 2)
+        return p / p.sum()
+
+    seen = np.stack([bump(0.3, 0.2), bump(0.4, 0.3)])
+    gap = posterior_gap(seen, seen, a0, a1)
+    assert gap == {"points": 2, "jsd_mean": 0.0, "metric_ratio": 1.0}
+    # held-out maps twice as wide on axis 0 and 1.5 times on axis 1: volume ratio 2 * 1.5 = 3
+    held = np.stack([bump(0.6, 0.3), bump(0.8, 0.45)])
+    gap = posterior_gap(seen, held, a0, a1)
+    assert gap["metric_ratio"] == pytest.approx(3.0, rel=1e-6)
+    assert 0 < gap["jsd_mean"] < np.log(2)
+    with pytest.raises(ValueError, match="held_out"):
+        posterior_gap(seen, held[:1], a0, a1)
