@@ -227,6 +227,7 @@ def fit_line_potentials(posteriors: np.ndarray, s: np.ndarray, bundle: int, sigm
     h = float(np.mean(np.diff(s)))
     w0 = torch.as_tensor(_softplus_inverse(_initial_cells(posts, s, bundle)))
     x0 = torch.cat([w0, torch.zeros(n, p if shifts else 0, dtype=torch.float64)], -1)
+    plogp = 0.5 * (target * torch.log(target + 1e-300)).sum(-1)  # (N, P), constant
 
     def loss_fn(x: Tensor) -> Tensor:
         cells = torch.nn.functional.softplus(x[:, :p - 1])
@@ -234,10 +235,14 @@ def fit_line_potentials(posteriors: np.ndarray, s: np.ndarray, bundle: int, sigm
             div = bregman_rows(st, cells, st + x[:, p - 1:] * h)
         else:
             div = bregman_matrix(st, cells)
-        q = torch.softmax(-bundle * div, dim=-1)
+        log_q = torch.log_softmax(-bundle * div, dim=-1)
+        q = log_q.exp()
         if sigma > 0:
             q = q @ smooth
-        loss = _jsd(target, q).mean(-1)
+            log_q = torch.log(q + 1e-300)
+        # JSD = (sum p log p + sum q log q) / 2 - sum m log m, m = (p + q) / 2: one log
+        m = 0.5 * (target + q)
+        loss = (plogp + 0.5 * (q * log_q).sum(-1) - (m * torch.log(m + 1e-300)).sum(-1)).mean(-1)
         if smoothness and p > 2:
             dl = torch.diff(torch.log(cells + 1e-300), dim=-1)
             loss = loss + smoothness * torch.sqrt(dl ** 2 + 1e-4).mean(-1)
