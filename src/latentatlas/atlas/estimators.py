@@ -152,8 +152,10 @@ def _fit_kernel(model: Any, samples: np.ndarray, axis0: np.ndarray, axis1: np.nd
     # options such as steps do not apply)
     refs = np.asarray(samples[:, : samples.shape[1] // 2])
     if np.array_equal(refs, np.broadcast_to(refs[:, :1], refs.shape)):
-        # a deterministic source repeats one sample per point: one reference each (the median
-        # heuristic of tau then uses the distances between neighbouring points)
+        # a deterministic source repeats one sample per point: one reference each ("mean" mode;
+        # the median heuristic of tau then uses the distances between neighbouring points). A
+        # random source keeps all of them: mode "auto" then compares distributions (calibrated,
+        # tau = 1) when the features are small enough (la.posterior.kernel)
         refs = refs[:, :1]
     kept = {k: v for k, v in options.items() if k in ("batch_size", "progress")}
     model.fit(refs, axis0, axis1, **kept)
