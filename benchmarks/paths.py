@@ -1,7 +1,7 @@
 """Paths benchmark: the users' case (a 256-dim latent, 20,000 latents, 100 points x 50 samples)
 with a small decoder of our own, one path and a batch of pairs; prints a table.
 
-    python benchmarks/paths.py [--pairs 100] [--threads 2]
+    python benchmarks/paths.py [--pairs 100] [--threads 2] [--backend local|ray]
 
 The decoder: z (256) -> MLP 256-512-1024 -> a 32 x 32 image, plus eta * Gaussian noise per sample
 (seeded per sample). Columns: stage, images, seconds, images/second.
@@ -45,6 +45,7 @@ def main() -> None:
     parser.add_argument("--pairs", type=int, default=100)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--eta", type=float, default=0.3)
+    parser.add_argument("--backend", choices=["local", "ray"], default="local")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     gen = Decoder()
@@ -61,6 +62,10 @@ def main() -> None:
     res = la.paths.build(gen, latents[0], latents[1], eta=args.eta, progress=False,
                          analyses=False)
     rows.append(("whole pipeline, 1 path", 5000, time.perf_counter() - t))
+    ctx = la.atlas.execute(src, la.atlas.RunConfig.make(src, analyses={}), progress=False,
+                           report=False)
+    rows.append(("  of which: posterior (kernel)", 5000, ctx.timings["posterior"]))
+    rows.append(("  of which: potential fit", 5000, ctx.timings["potential"]))
 
     pairs = np.random.default_rng(1).choice(len(latents), (args.pairs, 2), replace=False)
     srcs = [la.paths.make_source(gen, latents[i], latents[j], "slerp", args.eta)
@@ -75,8 +80,8 @@ def main() -> None:
 
     t = time.perf_counter()
     table = la.paths.rank(gen, latents, pairs, eta=args.eta, progress=False,
-                          potential_options={"steps": 300})
-    rows.append((f"rank {args.pairs} pairs (potential 300 it.)", args.pairs * 5000,
+                          backend=args.backend, workers=args.threads)
+    rows.append((f"rank {args.pairs} pairs ({args.backend}, batched fits)", args.pairs * 5000,
                  time.perf_counter() - t))
 
     print(f"torch threads {args.threads}; eta {args.eta}; path 0->1: Fisher length "

@@ -68,7 +68,8 @@ def _options(func: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--estimator", type=click.Choice(["kernel", "grid"]), default="kernel",
                      show_default=True, help="1-D posterior estimator."),
         click.option("--potential-steps", "potential_steps", type=int, default=None,
-                     help="L-BFGS iterations of the potential fit [default: 1000]."),
+                     help="At most this many L-BFGS iterations of the potential fit "
+                          "[default: 1000]."),
         click.option("--sort", type=click.Choice(["fisher_length", "jumps"]),
                      default="fisher_length", show_default=True,
                      help="--pairs: rank by Fisher length or by number of jumps."),
