@@ -487,6 +487,10 @@ def fit_potential(
         sigma: width (grid cells) of the Gaussian target kernel (0: none).
         potential: the network to fit; default a :class:`Potential` with bounds = the grid box,
             output scale and quadratic term initialised from the inverse posterior covariance.
+            A :class:`~latentatlas.geometry.coordinates.CoordinatePotential` (from
+            :func:`~latentatlas.geometry.coordinates.coordinate_potential`) is fitted in its
+            coordinates ``u(t)``: the Bregman divergence is taken in ``u`` (and a learned ``u``
+            is trained with Phi).
         steps, lr, val_fraction, patience, progress, seed, checkpoint: see ``train``.
         batch_points: source points per minibatch.
         centroid_weight: weight of the centroid term (default 0: off; on exact or unbiased
