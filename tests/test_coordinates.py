@@ -255,3 +255,64 @@ def test_ising_temperature_coordinates_with_transfer_matrix_posteriors() -> None
     assert errs["given"]["g00"] > 2 * errs["learned"]["g00"], errs
 
 
+
+
+# ------------------------------------------------------------------------------------------------
+# the pipeline's choice of coordinates
+# ------------------------------------------------------------------------------------------------
+
+
+def test_config_default_coordinates_and_refusals() -> None:
+    from latentatlas.atlas import RunConfig
+
+    cases = {
+        la.sources.Ising2D(L=4): "natural",
+        la.sources.Ising2D(L=4, coords="natural"): "given",
+        la.sources.GaussianFamily("mean_std"): "natural",
+        la.sources.GaussianFamily("natural"): "given",
+        la.sources.TASEP(L=4): "learned",
+    }
+    for source, want in cases.items():
+        cfg = RunConfig.make(source)
+        assert cfg.potential_options["coordinates"] == want, type(source).__name__
+        assert RunConfig.from_dict(cfg.to_dict()) == cfg
+    cfg = RunConfig.make(la.sources.TASEP(L=4), potential_options={"coordinates": "given"})
+    assert cfg.potential_options["coordinates"] == "given"
+    with pytest.raises(ValueError, match="coordinates: 'natural' needs a source"):
+        RunConfig.make(la.sources.TASEP(L=4), potential_options={"coordinates": "natural"})
+    with pytest.raises(ValueError, match="coordinates: expected one of"):
+        RunConfig.make(la.sources.TASEP(L=4), potential_options={"coordinates": "polar"})
+    with pytest.raises(ValueError, match="coordinate_options: only the 'learned'"):
+        RunConfig.make(la.sources.Ising2D(L=4),
+                       potential_options={"coordinate_options": {"blocks": 1}})
+
+
+def test_exact_reference_keeps_the_potential_only_in_natural_coordinates() -> None:
+    from latentatlas.atlas import exact_reference
+
+    a0, a1 = np.linspace(1.5, 3.0, 4), np.linspace(-0.5, 0.5, 4)
+    assert sorted(exact_reference(la.sources.Ising2D(L=4), a0, a1)) == ["metric"]
+    a0, a1 = np.linspace(0.3, 0.6, 4), np.linspace(-0.5, 0.5, 4)
+    ref = exact_reference(la.sources.Ising2D(L=4, coords="natural"), a0, a1)
+    assert sorted(ref) == ["gradient", "metric", "potential"]
+
+
+@pytest.mark.parametrize("kind", ["natural", "learned"])
+def test_pipeline_fits_and_saves_the_coordinate_model(tmp_path, kind: str) -> None:
+    """A tiny Gaussian (mu, sigma) atlas: the config records the model, the atlas metric is the
+    model's pulled-back metric (PSD), and the reloaded potential gives the same metric."""
+    from latentatlas.atlas import build, load
+
+    source = la.sources.GaussianFamily("mean_std")
+    atlas = build(source, resolution=6, samples_per_point=32, bundle=8, posterior_repeats=2,
+                  seed=0, out=tmp_path, progress=False, analyses=False, report=False,
+                  posterior_options={"fit": {"steps": 10}},
+                  potential_options={"steps": 10, "coordinates": kind})
+    assert atlas.config["potential_options"]["coordinates"] == kind
+    pot = atlas.potential_model
+    assert isinstance(pot, CoordinatePotential) and pot.kind == kind
+    g = atlas.metric.reshape(-1, 2, 2)
+    assert float(np.linalg.eigvalsh(g).min()) >= -1e-6 * float(np.abs(g).max())
+    back = load(tmp_path)
+    assert isinstance(back.potential_model, CoordinatePotential)
+    np.testing.assert_allclose(back.metric_at(atlas.params()), g, rtol=1e-5, atol=1e-8)
