@@ -15,10 +15,17 @@
    symmetric bump that a straight start cannot leave (1 start against 3).
 
 Everything is deterministic (seed 0 for the random sub-cell offsets of the line windows).
+
+    python benchmarks/calibration.py --digits [--steps 1500]
+
+4. The digits plane (anchors ``digits_latents()[:3]``, a generator trained for ``--steps`` steps,
+   cached in ``$LATENTATLAS_CACHE``; the tests use 1500): zoom dimensions at two boundary points
+   with the float32 classifier and with its float64 copy, and Lipschitz slopes there.
 """
 
 from __future__ import annotations
 
+import argparse
 import math
 
 import numpy as np
@@ -159,7 +166,55 @@ def geodesics() -> None:
               f"{g.length:>8.4f} {'':>8}  starts: {np.round(g.start_lengths, 4).tolist()}")
 
 
+def digits(steps: int) -> None:
+    import latentatlas as la
+    from latentatlas import planes
+    from latentatlas.analyses import plane_tools as T
+    from latentatlas.cache import cached
+    from latentatlas.features.factory import class_labels
+
+    print(f"## Digits plane (generator trained {steps} steps), 32-cell zoom windows")
+    gen = cached(f"digits-generator-{steps}", {"steps": steps},
+                 lambda: la.generators.Digits.train_new(progress=False, steps=steps))
+    clf = la.features.Classifier.pretrained(progress=False)
+    plane = la.sources.LatentPlane(gen, anchors=planes.digits_latents()[:3])
+    decode = plane.make_decoder()
+    label32 = lambda p: class_labels(clf, torch.as_tensor(decode(p)))  # noqa: E731
+    label64 = T.label_fn(plane, clf)  # a float64 copy of the classifier
+    (lo0, hi0), (lo1, hi1) = plane.bounds
+    a0, a1 = np.linspace(lo0, hi0, 32), np.linspace(lo1, hi1, 32)
+    grid = np.stack(np.meshgrid(a0, a1, indexing="ij"), -1).reshape(-1, 2)
+    labels = label32(grid).reshape(32, 32)
+    width = float(min(hi0 - lo0, hi1 - lo1)) / 4
+    zooms = tuple(10.0 ** np.arange(1, 7))
+    centres = []
+    for seg in T.boundary_points(labels, a0, a1, 2, 0):
+        centre = None
+        for name, fn in (("float32 classifier", label32), ("float64 classifier", label64)):
+            try:
+                centre = T.refine_boundary(fn, seg[0], seg[1])
+            except ValueError:
+                print(f"{name}: no class change on {seg.tolist()}")
+                continue
+            z = T.plane_zoom(fn, centre, width, zooms, 32)
+            print(f"{name} at {np.round(centre, 6).tolist()}: dimensions "
+                  f"{np.round(z.dimensions, 3).tolist()} at zooms 1e1..1e6, new structure "
+                  f"{z.new_structure.astype(int).tolist()}")
+        if centre is not None:  # the float64 labeler's point (else the float32 one)
+            centres.append(centre)
+    for prof in T.plane_lipschitz(decode, np.reshape(centres, (-1, 2))):
+        print(f"Lipschitz at {np.round(prof.point, 6).tolist()}: slope {prof.slope:+.3f}, floor "
+              f"{prof.floor_delta}, local slopes {np.round(prof.local_slopes, 3).tolist()}")
+
+
 if __name__ == "__main__":
-    box_counting()
-    lipschitz()
-    geodesics()
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--digits", action="store_true", help="only the digits-plane section")
+    parser.add_argument("--steps", type=int, default=1500, help="digits generator training steps")
+    args = parser.parse_args()
+    if args.digits:
+        digits(args.steps)
+    else:
+        box_counting()
+        lipschitz()
+        geodesics()

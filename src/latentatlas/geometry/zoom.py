@@ -23,6 +23,11 @@ than ``min_boxes`` boundary boxes at the coarsest level, fewer than three levels
 flagged ``measurable = False`` and its dimension is NaN: never a number from two box sizes.
 Calibration (``benchmarks/calibration.py``, tests/test_zoom_calibration.py): lines at any angle
 read 1.00 within 0.02 and Koch-curve windows log 4 / log 3 within 0.06 at the pipeline's window.
+
+The labels must be exact at the window's scale: a labeler that rounds its input (a float32
+classifier on float64 images) makes a smooth boundary rough below its rounding, and deep windows
+read that as structure (``latentatlas.analyses.plane_tools.label_fn`` runs torch labelers in
+float64).
 """
 
 from __future__ import annotations
