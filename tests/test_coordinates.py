@@ -127,6 +127,25 @@ def test_natural_pullback_is_the_exact_gaussian_metric() -> None:
     np.testing.assert_allclose(pot.gradient(pts).numpy(), ref["gradient"], rtol=1e-12, atol=1e-12)
 
 
+def test_model_posterior_of_a_coordinate_potential_is_bregman_in_u() -> None:
+    """model_posterior of (exact log Z, natural map) on a (mu, sigma) grid equals the closed
+    form: the exact log-likelihood of the bundle mean statistics E f at each source point."""
+    from latentatlas.geometry import model_posterior
+
+    pot = CoordinatePotential(GaussianLogZ(bounds=[[-6.0, 6.0], [-2.0, -0.2]]), MeanStdToNatural(),
+                              kind="natural", bounds=[[-1.0, 1.0], [0.5, 1.5]]).double()
+    a0, a1 = np.linspace(-1.0, 1.0, 7), np.linspace(0.5, 1.5, 6)
+    q = model_posterior(pot, torch.as_tensor(a0), torch.as_tensor(a1), bundle=5.0).numpy()
+    pts = grid_points(a0, a1).numpy()
+    mu, s = pts[:, 0], pts[:, 1]
+    m1, m2 = mu, mu**2 + s**2  # E x, E x^2 at the source points
+    loglik = 5.0 * (-np.log(s)[None] - (m2[:, None] - 2 * mu[None] * m1[:, None] + mu[None] ** 2)
+                    / (2 * s[None] ** 2))
+    want = np.exp(loglik - loglik.max(1, keepdims=True))
+    want /= want.sum(1, keepdims=True)
+    np.testing.assert_allclose(q.reshape(len(pts), -1), want, rtol=1e-10, atol=1e-14)
+
+
 def test_pullback_of_a_network_matches_closed_form_jacobian_for_ising() -> None:
     torch.manual_seed(3)
     phi = Potential(bounds=[[0.2, 1.0], [-1.0, 1.0]], scale=3.0).double()
