@@ -9,14 +9,6 @@ import torch
 import latentatlas as la
 
 
-@pytest.fixture(scope="module")
-def cache(tmp_path_factory):
-    mp = pytest.MonkeyPatch()
-    mp.setenv("LATENTATLAS_CACHE", str(tmp_path_factory.mktemp("cache")))
-    yield
-    mp.undo()
-
-
 def test_generate_shapes_determinism_and_errors() -> None:
     torch.manual_seed(0)
     gen = la.generators.Digits(hidden=(32, 32), steps=4)
@@ -40,9 +32,11 @@ def test_generate_shapes_determinism_and_errors() -> None:
 
 
 @pytest.mark.slow
-def test_reduced_budget_training_gives_recognisable_digits(cache) -> None:
-    gen = la.generators.Digits.train_new(progress=False, steps=1500)
-    clf = la.features.Classifier.pretrained(progress=False)
+def test_reduced_budget_training_gives_recognisable_digits(digits_generator,
+                                                          digits_classifier) -> None:
+    # Digits.train_new(steps=1500) and Classifier.pretrained(), trained once per test run and
+    # shared with the other tests that need them (tests/conftest.py)
+    gen, clf = digits_generator, digits_classifier
     conf, _ = clf.proba(gen.sample(500, seed=1)).max(-1)
     frac = float((conf > 0.9).float().mean())
     print("recognised with confidence > 0.9:", frac)

@@ -11,11 +11,13 @@ from latentatlas.features import CLIP, Classifier, Pixels, digits_dataset
 
 
 @pytest.fixture(scope="module")
-def classifier(tmp_path_factory) -> Classifier:
-    import os
-
-    os.environ["LATENTATLAS_CACHE"] = str(tmp_path_factory.mktemp("cache"))
-    return Classifier.pretrained(progress=False)
+def classifier(digits_classifier: Classifier, shared_cache):
+    """``Classifier.pretrained()`` trained once per test run (tests/conftest.py), with
+    ``$LATENTATLAS_CACHE`` pointing at the cache that holds it while this module runs."""
+    mp = pytest.MonkeyPatch()
+    mp.setenv("LATENTATLAS_CACHE", str(shared_cache))
+    yield digits_classifier
+    mp.undo()
 
 
 def test_classifier_accuracy_and_embedding(classifier: Classifier, tmp_path) -> None:

@@ -5,8 +5,8 @@ model weights included, and training resumes from its checkpoint with its RNG st
 One run folder is killed during sampling, posterior training, the potential fit and the
 analyses, each time rerun with the same command; the final ``atlas.npz`` must equal the one of an
 uninterrupted run in another folder. For a physics source (Ising, L = 4) and for a latent plane
-of the digits generator (a reduced-budget generator, cached, so that CI does not train the full
-recipe).
+of the digits generator (the reduced-budget generator that tests/conftest.py trains once per test
+run, so that CI does not train the full recipe).
 """
 
 from __future__ import annotations
@@ -110,19 +110,24 @@ def test_ising_atlas_killed_four_times_equals_uninterrupted(tmp_path) -> None:
 
 
 TINY_DIGITS = textwrap.dedent('''
-    """The digits generator at a reduced budget (300 steps), cached across processes."""
-    import latentatlas as la
-    from latentatlas.cache import cached
+    """The digits generator at a reduced budget, saved by the test (trained once per test run)."""
+    import os
 
-    GEN = cached("digits-generator-test", {"steps": 300, "seed": 0},
-                 lambda: la.generators.Digits.train_new(progress=False, steps=300))
+    import latentatlas as la
+
+    GEN = la.load(os.environ["TINYDIGITS_KILL_GENERATOR"])
 ''')
 
 
 @pytest.mark.slow
-def test_digits_plane_killed_and_resumed_equals_uninterrupted(tmp_path) -> None:
+def test_digits_plane_killed_and_resumed_equals_uninterrupted(tmp_path, digits_generator) -> None:
+    import latentatlas as la
+
     (tmp_path / "tinydigits_kill.py").write_text(TINY_DIGITS)
-    env = {**ENV, "LATENTATLAS_CACHE": str(tmp_path / "cache"),
+    # the reduced-budget generator of tests/conftest.py, shared with the other digits tests
+    la.save(digits_generator, tmp_path / "generator.safetensors")
+    env = {**ENV, "TINYDIGITS_KILL_GENERATOR": str(tmp_path / "generator.safetensors"),
+           "LATENTATLAS_CACHE": str(tmp_path / "cache"),
            "PYTHONPATH": os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")])}
     np.save(tmp_path / "lat.npy", np.random.default_rng(0).standard_normal((10, 64)))
     args = ["atlas", "custom", "--generator", "tinydigits_kill:GEN", "--latents",
