@@ -20,11 +20,16 @@ point as distributions, by a whitened MMD with the degree-2 feature kernel: with
 ``phi(x) = (E(x), E(x)^2)`` (elementwise, constant columns dropped), ``mu_j`` and ``Sigma_j`` the
 mean and covariance of phi over the R references of point j,
 
-    p(t_j | x_1..x_K) ∝ exp(-(K / (2 tau^2)) (phibar - mu_j)^T Sigma_j^{-1} (phibar - mu_j)),
+    p(t_j | x_1..x_K) ∝ det(Sigma_j)^(-1/2) exp(-(K / (2 tau^2)) (phibar - mu_j)^T Sigma_j^{-1}
+                                                 (phibar - mu_j)),
 
 the squared MMD of the kernel ``k(x, y) = phi(x)^T Sigma_j^{-1} phi(y)`` between the bundle and
-the references. With tau = 1 this is the central-limit Bayes posterior of the bundle's mean
-feature: its log-density is ``-(K/2) dt^T J^T Sigma^{-1} J dt`` to second order, and
+the references, with the Gaussian normalisation of point j. With tau = 1 this is the
+central-limit Bayes posterior of the bundle's mean feature (``phibar ~ N(mu_j, Sigma_j / K)``,
+normalisation included: without it, points of larger spread would gain weight and widen the
+posterior; measured on the Gaussian family, (mu, sigma), CI setting: interior metric ratio
+0.55 / 0.43 without, 0.88 / 0.85 with). Its log-density is ``-(K/2) dt^T J^T Sigma^{-1} J dt`` to
+second order in K (the normalisation adds an O(1) term), and
 ``J^T Sigma^{-1} J`` (J = d mu / d t) is the Fisher information of one sample carried by phi --
 **the Fisher metric itself** when the family's sufficient statistics are spanned by phi (the
 Gaussian family: ``(x, x^2)``), a lower bound otherwise. So in this mode **tau = 1 is the calibrated
@@ -250,8 +255,9 @@ class KernelPosterior(PosteriorMap, Configurable, nn.Module):
         x = self._check_bundles(bundles)
         b, k = x.shape[:2]
         coef = k / (2.0 * float(self.tau) ** 2)
-        if int(self.mode_) == 1:
-            return torch.log_softmax(-coef * self._mahalanobis(x, b, k), dim=-1)
+        if int(self.mode_) == 1:  # + 1/2 log det Sigma_j^-1: the Gaussian normalisation
+            logits = -coef * self._mahalanobis(x, b, k) + 0.5 * self.logdet_precision()[None]
+            return torch.log_softmax(logits, dim=-1)
         ebar = self.embed(x.reshape(b * k, *x.shape[2:])).reshape(b, k, -1).mean(1)  # (B, F)
         ref = self.reference
         if ebar.shape[1] != ref.shape[-1]:
@@ -264,6 +270,14 @@ class KernelPosterior(PosteriorMap, Configurable, nn.Module):
             r = ref.shape[1]
             logits = torch.logsumexp(logits.reshape(b, ref.shape[0], r), dim=-1) - math.log(r)
         return torch.log_softmax(logits, dim=-1)
+
+    def logdet_precision(self) -> Tensor:
+        """(P,) ``log det Sigma_j^-1`` of the references' precisions (``"distribution"`` mode)."""
+        cached = getattr(self, "_logdet", None)
+        if cached is None or cached[0] is not self.precision:
+            cached = (self.precision, torch.logdet(self.precision))
+            object.__setattr__(self, "_logdet", cached)
+        return cached[1]
 
     def _mahalanobis(self, x: Tensor, b: int, k: int) -> Tensor:
         """(B, K, *shape) bundles -> (B, P) squared whitened distances of the mean of phi."""
