@@ -93,9 +93,12 @@ class LineKernelPosterior(_LineMap, Configurable, nn.Module):
     """
 
     def __init__(self, features: Any = "pixels", tau: float | None = None,
-                 debias: bool = True) -> None:
+                 debias: bool = True, project: bool | str = "auto") -> None:
         nn.Module.__init__(self)
         self.debias = bool(debias)
+        if project not in (True, False, "auto"):
+            raise ValueError(f"project: expected True, False or 'auto', got {project!r}")
+        self.project = project
         if isinstance(features, str):
             from ..features.factory import make_features
 
@@ -113,9 +116,12 @@ class LineKernelPosterior(_LineMap, Configurable, nn.Module):
         self.register_buffer("noise", torch.tensor(False))
         self.register_buffer("count", torch.tensor(0))
         self.register_buffer("trace", torch.tensor(0.0, dtype=torch.float64))
+        self.register_buffer("basis", torch.zeros(0, dtype=torch.float64))  # (F, m) or empty
+        self.register_buffer("center", torch.zeros(0, dtype=torch.float64))  # (F,)
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):  # type: ignore[override]
-        for name in ("s", "reference"):
+        for name in ("s", "reference", "basis", "center"):
+            state_dict.setdefault(prefix + name, torch.zeros(0, dtype=torch.float64))
             if prefix + name in state_dict:
                 setattr(self, name, torch.empty_like(state_dict[prefix + name]))
         if prefix + "trace" not in state_dict:  # saved before the debiasing: none
@@ -132,7 +138,10 @@ class LineKernelPosterior(_LineMap, Configurable, nn.Module):
                 chunk = flat[i:i + batch]
                 outs.append(torch.as_tensor(self.features(chunk.float())).double()
                             .reshape(len(chunk), -1))
-        return torch.cat(outs).reshape(x.shape[0], x.shape[1], -1)
+        e = torch.cat(outs)
+        if self.basis.numel():
+            e = (e - self.center) @ self.basis
+        return e.reshape(x.shape[0], x.shape[1], -1)
 
     def fit(self, samples: Any, s: Any) -> LineKernelPosterior:
         """Reference embeddings: the mean embedding of each point's samples (P, S, *shape) at the
@@ -141,12 +150,18 @@ class LineKernelPosterior(_LineMap, Configurable, nn.Module):
         s = np.asarray(s, dtype=np.float64)
         if x.ndim < 3 or x.shape[0] != s.size:
             raise ValueError(f"samples: expected (P={s.size}, S, *sample_shape), got {x.shape}")
+        self.basis = torch.zeros(0, dtype=torch.float64)
         e = self.embed(x)  # (P, S, F)
         self.s = torch.as_tensor(s)
         self.reference = e.mean(1)
         self.count = torch.tensor(e.shape[1])
         if float(self.tau) == 0.0:
             within = e.var(1, unbiased=True).mean() if e.shape[1] > 1 else torch.tensor(0.0)
+            project = self.project if self.project != "auto" else e.shape[-1] > e.shape[0]
+            if float(within) > 1e-12 * float(e.var() + 1e-300) and project:
+                e = self._signal_subspace(e, float(within))
+                self.reference = e.mean(1)
+                within = e.var(1, unbiased=True).mean()
             if float(within) > 1e-12 * float(e.var() + 1e-300):
                 self.tau = within.sqrt().double()
                 self.noise = torch.tensor(True)
@@ -156,6 +171,19 @@ class LineKernelPosterior(_LineMap, Configurable, nn.Module):
                 pos = step[step > 0]
                 self.tau = (pos.median() if pos.numel() else torch.tensor(1.0)).double()
         return self
+
+    def _signal_subspace(self, e: Tensor, within: float) -> Tensor:
+        """Keep the principal directions of the references (P, F) whose singular values exceed
+        the largest one of pure reference noise, ``sqrt(within / S) (sqrt(P) + sqrt(F))`` (the
+        Marchenko-Pastur edge); sets ``basis``/``center`` and returns ``e`` projected (P, S, m)."""
+        ref = e.mean(1)
+        center = ref.mean(0)
+        _, sv, vh = torch.linalg.svd(ref - center, full_matrices=False)
+        p, n, f = e.shape
+        edge = math.sqrt(within / n) * (math.sqrt(p) + math.sqrt(f))
+        m = max(1, int((sv > edge).sum()))
+        self.center, self.basis = center, vh[:m].T.contiguous()
+        return (e - center) @ self.basis
 
     def _log_post(self, e_bar: Tensor, k: int, own: Tensor | None = None) -> Tensor:
         """(B, F) bundle mean embeddings -> (B, P) log-posteriors; ``own`` (B,) the point each
