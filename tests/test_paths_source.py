@@ -216,6 +216,38 @@ def test_gaussian_path_in_256_dims(seed: int) -> None:
     assert len(res.jumps) == 0
 
 
+@pytest.mark.parametrize("seed", [0, 3])
+def test_mlp_decoder_path_fisher_length_is_exact(seed: int) -> None:
+    """A nonlinear generator with an exact answer: x = f(z) + eta noise, f a random tanh MLP
+    32 -> 128 -> 256, on a slerp path: g(s) = |d f(z(s))/ds|^2 / eta^2 (forward-mode autodiff).
+    At 100 x 50 (256 features > 100 points: the signal subspace) the Fisher length is within 3 %
+    (measured 0.998-1.012 for seeds 0-3), g within 35 % pointwise on [0.1, 0.9] (measured
+    0.82-1.30), no jump."""
+    from latentatlas.sources.latent_path import interpolate
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(32, 128), torch.nn.Tanh(),
+                              torch.nn.Linear(128, 256)).double()
+
+    def mlp_gen(z: torch.Tensor, eta: float = 0.0, seeds: np.ndarray | None = None
+                ) -> torch.Tensor:
+        with torch.no_grad():
+            x = net(z.double())
+        return x if eta == 0 else gaussian_gen(x, eta, seeds)
+
+    z = np.random.default_rng(seed).standard_normal((2, 32))
+    a, b = torch.as_tensor(z[0]), torch.as_tensor(z[1])
+    s = torch.linspace(0, 1, 100, dtype=torch.float64)
+    _, jv = torch.autograd.functional.jvp(lambda t: net(interpolate(a, b, t, "slerp")), (s,),
+                                          (torch.ones_like(s),))
+    eta = 0.3
+    g = ((jv ** 2).sum(-1) / eta ** 2).numpy()
+    res = la.paths.build(mlp_gen, z[0], z[1], eta=eta, progress=False, analyses=False)
+    assert abs(res.fisher_length / fisher_length(s.numpy(), g) - 1) < 0.03
+    assert np.all(np.abs(res.metric[10:-10] / g[10:-10] - 1) < 0.35)
+    assert len(res.jumps) == 0
+
+
 # -- validation 2: a sharp switch at s* ------------------------------------------------------------
 def test_switch_gives_one_jump_at_s_star() -> None:
     z = np.zeros((2, 8))
