@@ -195,7 +195,9 @@ class RunConfig:
             source=_record_source(source), names=tuple(source.names),
             bounds=tuple((float(lo), float(hi)) for lo, hi in bounds), resolution=res,
             samples_per_point=samples, bundle=bundle, estimator=estimator, seed=seed,
-            posterior_options=merge(d.get("posterior", {}), posterior_options),
+            # the source's posterior options were measured for its default estimator
+            posterior_options=merge(d.get("posterior", {}) if estimator == d.get(
+                "estimator", "grid") else {}, posterior_options),
             potential_options=_potential_options(source, merge(d.get("potential", {}),
                                                                potential_options)),
             posterior_repeats=repeats, sigma=float(sigma), posterior_average=posterior_average,

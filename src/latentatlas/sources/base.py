@@ -158,9 +158,10 @@ class Source(Configurable):
         """Default atlas settings chosen for this source (by measurement where stated).
 
         Keys: ``bounds``, ``resolution``, ``samples_per_point``, ``bundle``, ``posterior_repeats``,
-        ``sigma``, ``estimator``, ``posterior`` (``{"init": {...}, "fit": {...}}``), ``potential``
-        (options of :func:`latentatlas.geometry.fit_potential`), ``path`` (the segment of the path
-        analysis as fractions of the region: ((a0, a1), (b0, b1))).
+        ``sigma``, ``estimator``, ``posterior`` (``{"init": {...}, "fit": {...}}`` of the default
+        ``estimator``; another estimator starts from its own defaults), ``potential`` (options of
+        :func:`latentatlas.geometry.fit_potential`), ``path`` (the segment of the path analysis as
+        fractions of the region: ((a0, a1), (b0, b1))).
         """
         return {"bounds": tuple(self.bounds), "resolution": 32, "samples_per_point": 64,
                 "bundle": 4, "posterior_repeats": 16, "sigma": 1.0, "estimator": "grid",
