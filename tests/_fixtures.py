@@ -33,3 +33,17 @@ def module_fixture(name: str, source: str) -> Callable[..., Any]:
         sys.modules.pop(name, None)
 
     return fixture
+
+
+def tiny_ddim_unet(seed: int = 1):
+    """A 3 x 8 x 8 pixel-space ``diffusers.UNet2DModel`` small enough for CI, weights drawn from
+    ``seed`` (needs diffusers)."""
+    import diffusers
+    import torch
+
+    torch.manual_seed(seed)
+    return diffusers.UNet2DModel(
+        sample_size=8, in_channels=3, out_channels=3, layers_per_block=1,
+        block_out_channels=(8, 16), norm_num_groups=4,
+        down_block_types=("DownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "UpBlock2D"),
+    )

@@ -18,6 +18,8 @@ import torch
 diffusers = pytest.importorskip("diffusers")
 transformers = pytest.importorskip("transformers")
 
+from tests._fixtures import tiny_ddim_unet  # noqa: E402
+
 from latentatlas.generators import Diffusers  # noqa: E402
 from latentatlas.sources import LatentPlane  # noqa: E402
 
@@ -192,12 +194,7 @@ def test_bad_arguments_and_missing_package(pipe, monkeypatch):
 
 def test_unconditional_pixel_space_pipeline():
     """A UNet2DModel + DDIM pipeline (no VAE, no text encoder) vs diffusers' DDIMPipeline."""
-    torch.manual_seed(1)
-    unet = diffusers.UNet2DModel(
-        sample_size=8, in_channels=3, out_channels=3, layers_per_block=1,
-        block_out_channels=(8, 16), norm_num_groups=4,
-        down_block_types=("DownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "UpBlock2D"),
-    )
+    unet = tiny_ddim_unet(seed=1)
     scheduler = diffusers.DDIMScheduler(clip_sample=False)
     pipe = diffusers.DDIMPipeline(unet=unet, scheduler=scheduler)
     g = Diffusers(pipe, steps=STEPS)

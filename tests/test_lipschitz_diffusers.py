@@ -12,6 +12,8 @@ import torch
 
 diffusers = pytest.importorskip("diffusers")
 
+from tests._fixtures import tiny_ddim_unet  # noqa: E402
+
 from latentatlas.analyses import plane_tools as T  # noqa: E402
 from latentatlas.generators import Diffusers  # noqa: E402
 from latentatlas.sources import LatentPlane  # noqa: E402
@@ -19,12 +21,7 @@ from latentatlas.sources import LatentPlane  # noqa: E402
 
 @pytest.fixture(scope="module")
 def pipe():
-    torch.manual_seed(1)
-    unet = diffusers.UNet2DModel(
-        sample_size=8, in_channels=3, out_channels=3, layers_per_block=1,
-        block_out_channels=(8, 16), norm_num_groups=4,
-        down_block_types=("DownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "UpBlock2D"),
-    )
+    unet = tiny_ddim_unet(seed=1)
     return diffusers.DDIMPipeline(unet=unet, scheduler=diffusers.DDIMScheduler(clip_sample=False))
 
 

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from matplotlib.path import Path
 
+from latentatlas.geometry.calibration import koch_polyline
 from latentatlas.geometry.lipschitz import lipschitz_profile
 from latentatlas.geometry.zoom import boundary_mask, zoom_series
 
@@ -35,18 +36,6 @@ def test_smooth_generator_has_no_blow_up_anywhere() -> None:
         assert abs(prof.slope) < 0.05
 
 
-def koch_snowflake(level: int) -> np.ndarray:
-    pts = np.array([[0.0, 0.0], [0.5, math.sqrt(3) / 2], [1.0, 0.0], [0.0, 0.0]])
-    rot = np.array([[0.5, -math.sqrt(3) / 2], [math.sqrt(3) / 2, 0.5]])
-    for _ in range(level):
-        a, b = pts[:-1], pts[1:]
-        d = (b - a) / 3
-        p1, p3 = a + d, a + 2 * d
-        p2 = p1 + d @ rot.T
-        pts = np.concatenate([np.stack([a, p1, p2, p3], axis=1).reshape(-1, 2), pts[-1:]])
-    return pts
-
-
 def test_zoom_series_of_a_straight_boundary_and_a_koch_boundary() -> None:
     # Box sizes 3, 9, 27 cells: powers of 3 match the Koch curve's triadic self-similarity (with
     # powers of 2 the counts oscillate log-periodically and the fit drifts by ~0.05).
@@ -57,7 +46,7 @@ def test_zoom_series_of_a_straight_boundary_and_a_koch_boundary() -> None:
         # A digitised segment has counts N(s) ~ a / s + b (boxes cut by the window's edge), which
         # biases a fit over 3..27 cells of a 243-cell window low by ~0.07 (measured 0.928).
         assert level.dimension == pytest.approx(1.0, abs=0.1)
-    path = Path(koch_snowflake(6))  # segments of 1/729 of a side: finer than a cell
+    path = Path(koch_polyline(6))  # segments of 1/729 of a side: finer than a cell
     inside = lambda p: path.contains_points(p).astype(int)  # noqa: E731
     center = (0.5, math.sqrt(3) / 6)  # centre of the flake; the window holds all of it
     koch = zoom_series(inside, center, 1.3, zooms=(1.0,), resolution=243, scales=(3, 9, 27))
