@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 import torch
 from matplotlib.path import Path
-from tests.test_lipschitz_zoom import koch_snowflake
 
 import latentatlas as la
 from latentatlas import planes
+from latentatlas.geometry.calibration import koch_polyline
 
 EYE = np.array([[0.0, 0.0], [1.0, 0.0], [0.0, 1.0]])  # z = (alpha, beta) with renormalize=False
 BOUNDS = ((-0.5, 1.5), (-0.5, 1.5))
@@ -86,7 +86,7 @@ def test_line_boundary_refined_zoom_dimension_one_and_lipschitz(line_run) -> Non
 
 
 def test_koch_boundary_dimension() -> None:
-    path = Path(koch_snowflake(6))
+    path = Path(koch_polyline(6))
 
     def koch(z):
         inside = path.contains_points(np.asarray(z, dtype=np.float64)[:, :2])
