@@ -87,12 +87,9 @@ def main() -> None:
     scale = 0.2 if args.quick else 1.0
     rows = []
     load = os.getloadavg()
-    try:
-        import numba
+    from latentatlas.sources._rng import num_threads
 
-        threads = numba.get_num_threads()
-    except Exception:  # pragma: no cover
-        threads = -1
+    threads = num_threads()  # the lattice kernels' thread count (NUMBA_NUM_THREADS)
     for P, L in [(256, 16), (64, 32)]:
         side = int(np.sqrt(P))
         T = np.repeat(np.linspace(1.5, 3.5, side), P // side)

@@ -17,7 +17,12 @@ from filelock import FileLock  # a dependency of torch
 matplotlib.use("Agg")
 
 if os.environ.get("PYTEST_XDIST_WORKER"):
+    # one thread per worker (two workers on two cores), and the same for every process a test
+    # starts (CLI runs, DDP ranks, Ray workers): OpenMP threads that outnumber the cores spin in
+    # their barriers and slow both workers many times over
     torch.set_num_threads(1)
+    for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        os.environ.setdefault(_var, "1")
 
 # The reduced budget of the digits generator in the tests (the full recipe is 12000 steps).
 DIGITS_TEST_STEPS = 1500

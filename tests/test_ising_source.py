@@ -335,3 +335,23 @@ def test_sampling_works_in_a_forked_child() -> None:
     child = queue.get(timeout=120)
     proc.join(timeout=30)
     np.testing.assert_array_equal(child, parent)
+
+
+def test_sampling_leaves_torch_thread_count_alone() -> None:
+    # numba.get_num_threads() starts numba's OpenMP layer, which calls omp_set_num_threads(ncpu)
+    # and so reset torch.set_num_threads(1) to the CPU count (measured: 1 -> 2 here); with two
+    # test workers on two cores, the extra spinning OpenMP threads slowed in-process tests ~10x.
+    # A fresh interpreter: numba's layer starts once per process.
+    import subprocess
+    import sys
+
+    code = (
+        "import torch; torch.set_num_threads(1)\n"
+        "a = torch.randn(300, 300); (a @ a).sum()\n"  # torch's thread pool is started
+        "import latentatlas as la\n"
+        "la.sources.Ising2D(L=4).sample([[0.4, 0.0], [0.3, 0.1]], n=4, seed=0)\n"
+        "la.sources.TASEP(L=6).sample([[0.3, 0.6]], n=4, seed=0)\n"
+        "print(torch.get_num_threads())\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split()[-1] == "1", out.stdout + out.stderr

@@ -210,10 +210,18 @@ def check_steps(value: str | int, name: str, minimum: int = 0) -> str | int:
 
 
 def num_threads() -> int:
-    """Worker threads for the lattice kernels: numba's thread setting (``NUMBA_NUM_THREADS``)."""
+    """Worker threads for the lattice kernels: numba's configured thread count
+    (``NUMBA_NUM_THREADS``, default: the number of CPUs).
+
+    Read from ``numba.config``, never through ``numba.get_num_threads()``: that call starts
+    numba's OpenMP threading layer, whose start-up calls ``omp_set_num_threads`` on the calling
+    thread and so silently resets torch's ``torch.set_num_threads`` (torch's CPU kernels share
+    that OpenMP runtime). The kernels are serial ``nogil`` functions run on this module's own
+    thread pool, so numba's threading layer is never needed.
+    """
     import numba
 
-    return max(1, int(numba.get_num_threads()))
+    return max(1, int(numba.config.NUMBA_NUM_THREADS))
 
 
 _POOL: dict[int, ThreadPoolExecutor] = {}
