@@ -33,6 +33,7 @@ def _snapshot(path) -> dict[str, tuple[int, bytes]]:
     (["--resolution", "3"], "resolution: expected at least 4 grid points per axis, got 3"),
     (["--samples", "8", "--bundle", "16"], "bundle: expected at most samples_per_point=8"),
     (["--bounds", "0.5", "0.2", "-0.3", "0.3"], "bounds: expected finite low < high for K"),
+    (["--coordinates", "natural"], "coordinates: 'natural' needs a source that knows its"),
 ])
 def test_bad_inputs_exit_2_one_line_nothing_written(tmp_path, capsys, extra, message):
     out = tmp_path / "run"
@@ -134,3 +135,20 @@ def test_atlas_reuses_a_store_filled_by_sample(tmp_path, capsys):
     code, _, err = _run(["atlas", "gaussian", "--resolution", "6", "--samples", "16", "--seed",
                          "5", *fit, "--store", str(store), "--out", str(tmp_path / "c")], capsys)
     assert code == 2 and "seed 5 != stored 4" in err and len(err.strip().splitlines()) == 1
+
+
+def test_coordinates_option_is_recorded_and_used(tmp_path, capsys):
+    out = tmp_path / "run"
+    code, _, err = _run([*_TINY, "--coords", "mean_std", "--coordinates", "natural",
+                         "--quiet", "--out", str(out)], capsys)
+    assert code == 0, err
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["potential_options"]["coordinates"] == "natural"
+    atlas = load(out)
+    # the pull-back J^T Hess(Phi) J of a convex Phi through the (mu, sigma) -> natural map:
+    # positive definite at every grid point
+    assert np.all(np.linalg.eigvalsh(atlas.metric)[..., 0] > 0)
+    # the same folder with other coordinates is another config: refused
+    code, _, err = _run([*_TINY, "--coords", "mean_std", "--coordinates", "learned",
+                         "--quiet", "--out", str(out)], capsys)
+    assert code == 2 and "another config" in err

@@ -55,6 +55,14 @@ def _common(func: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--potential-steps", "potential_steps", type=int, default=None,
                      help="Training steps of the potential (and of the MLP baseline) "
                           "[default: per source]."),
+        click.option("--coordinates", type=click.Choice(["given", "natural", "learned"]),
+                     default=None,
+                     help="Coordinates of the potential fit: 'given' fits Phi(t) in the source's "
+                          "coordinates; 'natural' pulls the metric back through the source's "
+                          "natural-parameter map (Ising in (T, h), Gaussian in (mu, sigma)); "
+                          "'learned' fits learned Hessian coordinates (any source) [default: "
+                          "'given' in natural coordinates, 'natural' when the source knows its "
+                          "map, 'learned' otherwise]."),
         click.option("--store", "store", type=click.Path(file_okay=False, exists=True),
                      default=None,
                      help="Reuse a store filled by 'latentatlas sample' with the same source "
@@ -89,7 +97,7 @@ def stage_messages(quiet: bool) -> Iterator[None]:
 def _run(source: Any, *, out: str, bounds: tuple[float, ...] | None, resolution: int | None,
          samples: int | None, bundle: int | None, estimator: str | None, seed: int,
          steps: int | None, potential_steps: int | None, force: bool, quiet: bool,
-         store: str | None = None, backend: str = "local", ray_address: str | None = None,
+         coordinates: str | None = None, store: str | None = None, backend: str = "local", ray_address: str | None = None,
          workers: int | None = None, gpus_per_task: float = 0.0) -> None:
     from .. import atlas as atlas_mod
 
@@ -97,7 +105,12 @@ def _run(source: Any, *, out: str, bounds: tuple[float, ...] | None, resolution:
     scale = None if backend == "local" else scale
     pairs = None if not bounds else ((bounds[0], bounds[1]), (bounds[2], bounds[3]))
     posterior_options = {"fit": {"steps": steps}} if steps is not None else None
-    potential_options = {"steps": potential_steps} if potential_steps is not None else None
+    potential: dict[str, Any] = {}
+    if potential_steps is not None:
+        potential["steps"] = potential_steps
+    if coordinates is not None:
+        potential["coordinates"] = coordinates
+    potential_options = potential or None
     with stage_messages(quiet):
         atlas = atlas_mod.build(source, bounds=pairs, resolution=resolution,
                                 samples_per_point=samples, bundle=bundle, estimator=estimator,
@@ -120,11 +133,12 @@ def atlas() -> None:
 
     \b
     Examples:
-      latentatlas atlas ising --out runs/ising          # defaults: L=8, (K, H), < 10 min
+      latentatlas atlas ising --out runs/ising          # defaults: L=8, (K, H), ~2 min
       latentatlas atlas ising --L 8 --coords natural --algorithm wolff \\
           --bounds 0.2 0.7 -0.3 0.3 --resolution 32 --out runs/ising
       latentatlas atlas tasep --L 10 --out runs/tasep   # (alpha, beta) in (0, 1]
       latentatlas atlas gaussian --coords natural --resolution 16 --out runs/gauss
+      latentatlas atlas gaussian --coords mean_std --coordinates learned --out runs/g2
       latentatlas report runs/ising                     # redraw the report
 
     Interrupt any time (Ctrl-C) and rerun the same command to resume.
