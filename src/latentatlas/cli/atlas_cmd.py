@@ -97,8 +97,9 @@ def stage_messages(quiet: bool) -> Iterator[None]:
 def _run(source: Any, *, out: str, bounds: tuple[float, ...] | None, resolution: int | None,
          samples: int | None, bundle: int | None, estimator: str | None, seed: int,
          steps: int | None, potential_steps: int | None, force: bool, quiet: bool,
-         coordinates: str | None = None, store: str | None = None, backend: str = "local", ray_address: str | None = None,
-         workers: int | None = None, gpus_per_task: float = 0.0) -> None:
+         coordinates: str | None = None, store: str | None = None, backend: str = "local",
+         ray_address: str | None = None, workers: int | None = None,
+         gpus_per_task: float = 0.0) -> None:
     from .. import atlas as atlas_mod
 
     scale = backend_kwargs(backend, ray_address, workers, gpus_per_task)
