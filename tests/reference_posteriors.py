@@ -65,3 +65,13 @@ def log_mean_posteriors(
     finally:
         model.train(was_training)
     return out
+
+
+def jensen_shannon(p: np.ndarray, q: np.ndarray) -> np.ndarray:
+    """Jensen-Shannon divergence in nats of maps (B, G0, G1) -> (B,) (0 log 0 = 0)."""
+    m = 0.5 * (p + q)
+
+    def kl(a: np.ndarray) -> np.ndarray:
+        return np.sum(np.where(a > 0, a * np.log(np.where(a > 0, a, 1) / m), 0), (1, 2))
+
+    return 0.5 * kl(p) + 0.5 * kl(q)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from tests.reference_posteriors import jensen_shannon
 
 import latentatlas as la
 from latentatlas.posterior import bundles as B
@@ -63,12 +64,6 @@ def exact_setup():
     return spins, pts, a0, a1, train, held_out, exact_posterior
 
 
-def _js(p: np.ndarray, q: np.ndarray) -> np.ndarray:
-    m = 0.5 * (p + q)
-    kl = lambda a: (a * (np.log(np.maximum(a, 1e-300)) - np.log(np.maximum(m, 1e-300)))).sum((1, 2))  # noqa: E731
-    return 0.5 * kl(p) + 0.5 * kl(q)
-
-
 def _widths(p: np.ndarray, a0: np.ndarray, a1: np.ndarray) -> np.ndarray:
     m0, m1 = p.sum(2) @ a0, p.sum(1) @ a1
     return np.stack([np.sqrt(p.sum(2) @ a0**2 - m0**2), np.sqrt(p.sum(1) @ a1**2 - m1**2)], -1)
@@ -88,7 +83,7 @@ def test_ising_posterior_network_matches_exact_bundle_posteriors(exact_setup):
     states = held_out[:, :bundle]  # (P, K)
     exact = exact_posterior(states)
     estimate = post.predict(spins[states])
-    js = _js(exact, estimate)
+    js = jensen_shannon(exact, estimate)
     ratio = _widths(estimate, a0, a1) / _widths(exact, a0, a1)
     assert js.mean() < 0.01, js.mean()
     assert np.all(np.abs(np.median(ratio, 0) - 1) < 0.1), np.median(ratio, 0)
@@ -103,5 +98,5 @@ def test_ising_posterior_network_matches_exact_bundle_posteriors(exact_setup):
         logp = np.log(exact_posterior(held_out[p][idx])).mean(0)
         q = np.exp(logp - logp.max())
         ref.append(q / q.sum())
-    js_maps = _js(np.stack(ref), maps)
+    js_maps = jensen_shannon(np.stack(ref), maps)
     assert js_maps.mean() < 0.02, js_maps.mean()

@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from tests.reference_posteriors import log_mean_posteriors
+from tests.reference_posteriors import jensen_shannon, log_mean_posteriors
 
 import latentatlas as la
 from latentatlas.posterior import bundles as B
@@ -41,12 +41,6 @@ def _exact_smoothed(x: np.ndarray, repeats: int, seed: int) -> np.ndarray:
         pr = (pr / pr.sum(1, keepdims=True)).reshape(repeats, G, G)
         out[p] = np.einsum("rab,ai,bj->ij", pr, k, k) / repeats
     return out
-
-
-def _jsd(p: np.ndarray, q: np.ndarray) -> np.ndarray:
-    m = 0.5 * (p + q)
-    kl = lambda a, b: np.sum(np.where(a > 0, a * np.log(np.where(a > 0, a, 1) / b), 0), (1, 2))  # noqa: E731
-    return 0.5 * kl(p, m) + 0.5 * kl(q, m)
 
 
 def _means(post: np.ndarray) -> np.ndarray:
@@ -79,7 +73,7 @@ def test_matches_exact_smoothed_posterior(trained):
     # JSD: for two 2-D Gaussians of std s ~ 2.9 cells, JSD ~ delta^2 / (8 s^2) for a mean offset
     # delta and ~ (r - 1)^2 / 2 for a width ratio r; 0.005 nats allows an offset of ~0.6 cells or
     # a 10 % width error. Measured mean ~6e-4.
-    jsd = _jsd(post, ref)
+    jsd = jensen_shannon(post, ref)
     assert jsd.mean() < 0.005, jsd.mean()
     # posterior_means draws the same bundles: their average is the map's mean only in expectation,
     # but each bundle's mean must be close to the exact bundle mean (RMS over all < 0.35 cells).
@@ -209,7 +203,7 @@ def test_periodic_cnn_matches_exact_lattice_posterior():
         pr = (pr / pr.sum(1, keepdims=True)).reshape(8, g, g)
         ref[p] = np.einsum("rab,ai,bj->ij", pr, kern, kern) / 8
     # measured: mean JSD 0.0017, mean error 0.06 cells per axis; the thresholds allow ~3x that
-    jsd = _jsd(post, ref)
+    jsd = jensen_shannon(post, ref)
     assert jsd.mean() < 0.006, jsd.mean()
     mean = lambda q: np.stack([np.einsum("pij,i->p", q, ax), np.einsum("pij,j->p", q, ax)], -1)  # noqa: E731
     err = np.sqrt(((mean(post) - mean(ref)) ** 2).mean(0)) / (ax[1] - ax[0])
