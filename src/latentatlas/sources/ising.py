@@ -321,7 +321,9 @@ class Ising2D(Source):
         draws): the bundle mean is taken over per-sample hidden features and the logits are a
         linear map of it (``pool="features"``, the exponential-family form), on a 16-channel CNN
         without downsampling (two 3 x 3 periodic convolutions see every nearest-neighbour bond);
-        4000 steps at lr 3e-3 give 0.026 / 0.081 / 0.063 for ~165 CPU-s of training. Pooling the
+        4000 steps at lr 3e-3 give 0.026 / 0.081 / 0.063 for 126-160 CPU-s of the posterior stage
+        (over seeds 0-4: gradient 0.035 +- 0.008, g00 0.082 +- 0.013; 6000 steps would bring the
+        worst seeds near the issue-14 targets at ~1.6x the time). Pooling the
         embeddings instead: 0.048 / 0.087 / 0.079; the former default (32 channels, two
         downsampling blocks, embedding pooling, 8000 steps) 0.022 / 0.068 / 0.056 on seen samples
         for ~800 CPU-s. The potential fit at 600 steps was seed-dependent; 2500 steps: 0.023."""
