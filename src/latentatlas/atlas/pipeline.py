@@ -27,6 +27,7 @@ from typing import Any
 from .._util import save_json
 from .config import RunConfig
 from .container import Atlas
+from .placement import check_device
 from .runfolder import RunFolder
 from .stages import ANALYSES, Context, ReportStage, Stage, core_stages
 
@@ -65,6 +66,7 @@ def build(
     store: str | os.PathLike | None = None,
     strategy: Any = None,
     geodesics: int | None = None,
+    device: Any = None,
 ) -> Atlas:
     """Build the atlas of ``source`` over ``bounds``: sample -> posterior -> potential -> metric.
 
@@ -105,6 +107,11 @@ def build(
         strategy: data-parallel strategy passed to every fit (see :mod:`latentatlas.training`);
             None trains in one process.
         geodesics: shorthand for ``analyses={"geometry": {"geodesics": n}}``.
+        device: where the posterior estimator and the potential are fitted (``"cpu"``,
+            ``"cuda"``, ``"cuda:1"``, ``"mps"``, a :class:`torch.device`; default the CPU); not
+            part of the config, so a run can resume on another device. The networks' dtypes are
+            config options: ``posterior_options={"dtype": "float64"}``,
+            ``potential_options={"dtype": "float64"}`` (default float32).
 
     Returns:
         The :class:`Atlas`, with ``config`` = the run config and ``potential_model`` set; for a
@@ -127,25 +134,28 @@ def build(
                             seed, posterior_options, potential_options, posterior_repeats, sigma,
                             posterior_average, analyses)
     ctx = execute(source, config, out=out, force=force, progress=progress, report=report,
-                  backend=backend, store=store, strategy=strategy)
+                  backend=backend, store=store, strategy=strategy, device=device)
     return ctx.result(core_stages(len(config.names))[-1].name)
 
 
 def execute(source: Any, config: RunConfig, out: str | os.PathLike | None = None,
             force: bool = False, progress: bool = True, report: bool = True,
             backend: Mapping[str, Any] | None = None, store: str | os.PathLike | None = None,
-            strategy: Any = None, objects: Mapping[str, Any] | None = None) -> Context:
+            strategy: Any = None, objects: Mapping[str, Any] | None = None,
+            device: Any = None) -> Context:
     """Run every stage of ``config`` (see :func:`build`) and return the :class:`Context`, whose
     :meth:`~Context.result` gives any stage's value (e.g. ``"images"``, ``"posterior"``).
     ``objects`` stand in for named options in memory (``{"features": module, "labeler": obj}``);
-    a run folder refuses them unless the config names them too."""
+    a run folder refuses them unless the config names them too. ``device``: see :func:`build`
+    (a ValueError before anything runs if this machine does not have it)."""
+    device = check_device(device)
     stages = stages_for(config, report=report and out is not None)
     run = None
     if out is not None:
         outputs = [o for s in stages for o in s.outputs]
         run = RunFolder(out, config, force, outputs=outputs, source=source)
     ctx = Context(source, config, run, progress, dict(backend) if backend else None,
-                  None if store is None else str(store), strategy, dict(objects or {}))
+                  None if store is None else str(store), strategy, dict(objects or {}), device)
     for stage in stages:
         ctx.run_stage(stage)
     if run is not None:

@@ -26,6 +26,7 @@ from .._util import grid, save_json, save_npy, save_npz
 from .container import Atlas
 from .container import load as load_atlas
 from .estimators import ESTIMATORS
+from .placement import check_device, check_dtype, check_placement, place
 from .runfolder import RunFolder
 
 if TYPE_CHECKING:
@@ -49,6 +50,8 @@ class Context:
         axis0 (G0,), axis1 (G1,), params (G0*G1, 2): the grid ('ij' order); for a 1-D source
             (a path) axis0 (P,), axis1 None and params (P, 1).
         strategy: the data-parallel strategy passed to every fit (None: single process).
+        device: the :class:`torch.device` the networks are fitted on (not recorded in the config;
+            :mod:`latentatlas.atlas.placement`).
         objects: Python objects standing in for named options (``"features"``, ``"labeler"``)
             in memory; not recorded in the config.
     """
@@ -61,6 +64,7 @@ class Context:
     store: str | None = None
     strategy: Any = None
     objects: dict[str, Any] = field(default_factory=dict)
+    device: Any = None
     timings: dict[str, float] = field(default_factory=dict)
     cpu_timings: dict[str, float] = field(default_factory=dict)
     diagnostics: dict[str, Any] = field(default_factory=dict)
@@ -68,6 +72,7 @@ class Context:
     _stages: dict[str, Stage] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        self.device = check_device(self.device)
         *axes, self.params = grid(self.config.bounds, self.config.resolution)
         self.axis0 = axes[0]
         self.axis1 = axes[1] if len(axes) > 1 else None
@@ -269,13 +274,16 @@ class PosteriorStage(Stage):
         init = dict(opts.get("init", {}))
         if "features" in ctx.objects and "features" in init:
             init["features"] = ctx.objects["features"]
-        model = est.build(tuple(ctx.source.sample_shape), ctx.grid_shape, init, cfg.seed)
+        dtype = check_dtype(opts.get("dtype"), "posterior_options['dtype']")
+        model = place(est.build(tuple(ctx.source.sample_shape), ctx.grid_shape, init, cfg.seed),
+                      ctx.device, dtype)
         fit_opts = {"bundle": cfg.bundle, "sigma": cfg.sigma, "seed": cfg.seed,
                     "progress": ctx.progress, "checkpoint": ctx.fresh("posterior.ckpt"),
                     **dict(opts.get("fit", {}))}
         if ctx.strategy is not None:
             fit_opts["strategy"] = ctx.strategy
         model = est.fit(model, samples, ctx.axis0, ctx.axis1, fit_opts)
+        check_placement(model, ctx.device, dtype, "stage posterior")
         # the maps come from samples the estimator never saw when there are enough for a bundle
         seen, held = est.samples_for_maps(samples, fit_opts)
         if held is None and est.fresh_draws:
@@ -365,16 +373,19 @@ class PotentialStage(Stage):
         # the coordinates of the Bregman potential (geometry.coordinates): "given" fits Phi(t);
         # "natural" / "learned" fit Phi(u(t)) and the metric is J^T Hess Phi J
         kind = opts.pop("coordinates", "given")
+        dtype = opts["dtype"] = check_dtype(opts.get("dtype"), "potential_options['dtype']")
         start = geometry.coordinate_potential(
             kind, posts, ctx.axis0, ctx.axis1, bundle=cfg.bundle, sigma=cfg.sigma,
             natural_map=ctx.source.natural_map() if kind == "natural" else None,
             seed=cfg.seed + 2, **dict(opts.pop("coordinate_options", {})))
         if start is not None:
-            opts["potential"] = start
+            opts["potential"] = place(start, ctx.device, dtype)
         if ctx.strategy is not None:
             opts["strategy"] = ctx.strategy
         pot, history = geometry.fit_potential(posts, ctx.axis0, ctx.axis1, bundle=cfg.bundle,
-                                              progress=ctx.progress, seed=cfg.seed + 2, **opts)
+                                              progress=ctx.progress, seed=cfg.seed + 2,
+                                              device=ctx.device, **opts)
+        check_placement(pot, ctx.device, dtype, "stage potential")
         if ctx.run is not None:
             from ..io import save as save_model
 

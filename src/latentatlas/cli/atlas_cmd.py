@@ -67,6 +67,10 @@ def _common(func: Callable[..., Any]) -> Callable[..., Any]:
                      default=None,
                      help="Reuse a store filled by 'latentatlas sample' with the same source "
                           "options, bounds, resolution, samples and seed (nothing is sampled)."),
+        click.option("--device", default="cpu", show_default=True,
+                     help="Where the posterior network and the potential are trained: cpu, "
+                          "cuda, cuda:1, mps (not part of the config: a run can resume on "
+                          "another device)."),
         click.option("--force", is_flag=True, help="Recompute every stage (same config only)."),
         click.option("--quiet", is_flag=True, help="No progress bars or stage messages."),
         *BACKEND_OPTIONS,
@@ -99,7 +103,7 @@ def _run(source: Any, *, out: str, bounds: tuple[float, ...] | None, resolution:
          steps: int | None, potential_steps: int | None, force: bool, quiet: bool,
          coordinates: str | None = None, store: str | None = None, backend: str = "local",
          ray_address: str | None = None, workers: int | None = None,
-         gpus_per_task: float = 0.0) -> None:
+         gpus_per_task: float = 0.0, device: str = "cpu") -> None:
     from .. import atlas as atlas_mod
 
     scale = backend_kwargs(backend, ray_address, workers, gpus_per_task)
@@ -117,7 +121,8 @@ def _run(source: Any, *, out: str, bounds: tuple[float, ...] | None, resolution:
                                 samples_per_point=samples, bundle=bundle, estimator=estimator,
                                 seed=seed, out=out, force=force, progress=not quiet,
                                 posterior_options=posterior_options,
-                                potential_options=potential_options, backend=scale, store=store)
+                                potential_options=potential_options, backend=scale, store=store,
+                                device=device)
     (lo0, hi0), (lo1, hi1) = atlas.bounds
     click.echo(f"atlas: {atlas.names[0]} in [{lo0:.4g}, {hi0:.4g}] x {atlas.names[1]} in "
                f"[{lo1:.4g}, {hi1:.4g}], grid {atlas.shape[0]} x {atlas.shape[1]} -> {out}/atlas.npz")

@@ -466,6 +466,7 @@ def fit_potential(
     checkpoint: str | os.PathLike | None = None,
     dtype: torch.dtype | None = None,
     strategy: Strategy | None = None,
+    device: torch.device | str | None = None,
 ) -> tuple[PotentialBase, History]:
     """Fit a potential whose Bregman posteriors match estimated posteriors (Jensen–Shannon).
 
@@ -500,6 +501,8 @@ def fit_potential(
         convexity_weight: weight of the midpoint-convexity penalty (default 1 for non-convex
             potentials, 0 otherwise).
         dtype: computation dtype (default: float32, or the given potential's dtype).
+        device: where to fit (default: the given potential's device, else the CPU); a given
+            potential is moved there.
         strategy: ``la.training.SingleProcess()`` (default) or ``la.training.DataParallel()``
             (DDP: ``batch_points`` is the global batch of source points, shared by the processes).
 
@@ -533,6 +536,8 @@ def fit_potential(
         )
     elif potential.dim != 2:
         raise ValueError(f"potential: expected dim 2, got dim {potential.dim}")
+    if device is not None:
+        potential.to(device=device)
     anchor = next(iter(potential.buffers()))
     dtype = anchor.dtype
     device = anchor.device
