@@ -100,3 +100,20 @@ def test_ising_posterior_network_matches_exact_bundle_posteriors(exact_setup):
         ref.append(q / q.sum())
     js_maps = jensen_shannon(np.stack(ref), maps)
     assert js_maps.mean() < 0.02, js_maps.mean()
+
+
+def test_benchmark_oracle_equals_enumerated_bundle_posteriors(exact_setup):
+    """benchmarks/atlas_oracle.py's exact estimator (transfer-matrix log Z, the bundles' bond sums
+    and magnetisations) against enumeration: the accuracy floor it measures is exact."""
+    from benchmarks.atlas_oracle import ExactIsingPosterior
+
+    spins, pts, a0, a1, _, held_out, _ = exact_setup
+    oracle = ExactIsingPosterior((L, L), (G, G)).fit(None, a0, a1)
+    states = held_out[::7, :4]  # (P', 4): bundles of K = 4 from 21 grid points
+    logp = oracle.log_posterior(torch.as_tensor(spins[states])).numpy()
+    _, stats = _all_states()
+    energy = pts @ stats.T
+    log_z = np.logaddexp.reduce(energy, axis=1)
+    exact = stats[states].sum(1) @ pts.T - states.shape[1] * log_z[None, :]
+    exact -= np.logaddexp.reduce(exact, axis=1, keepdims=True)
+    np.testing.assert_allclose(logp, exact, atol=1e-9)
