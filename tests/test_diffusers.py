@@ -215,8 +215,8 @@ def test_unconditional_pixel_space_pipeline():
 
 @pytest.mark.slow
 def test_cli_atlas_diffusers(pipe, tmp_path, capsys):
-    pytest.importorskip("latentatlas.cli.latent_cmd")
     import latentatlas.cli.diffusers_cmd  # noqa: F401  (registers `atlas diffusers`)
+    import latentatlas.cli.latent_cmd  # noqa: F401  (our own module: an import error must fail)
     from latentatlas.cli import main
 
     def run(args):
