@@ -17,6 +17,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
+import torch
 from torch import Tensor, nn
 
 from ..io import Configurable
@@ -81,6 +82,11 @@ class CNNEncoder(Configurable, nn.Module):
         channels: convolution channels.
         periodic: circular padding (periodic boundaries) if True, zero padding if False.
         blocks: maximum number of downsampling blocks.
+        products: also feed the product of each site with its next neighbour along every axis
+            as input channels (``x_i x_{i+e}``; wrapped when periodic, 0 past the edge when
+            open): the nearest-neighbour correlations that the couplings of lattice models act
+            on, which a first convolution can then sum linearly instead of building them from
+            nonlinearities. For a ``(C, H, W)`` image the products are channel-wise.
 
     Shapes: ``(N, *sample_shape) -> (N, E)``.
     """
@@ -92,20 +98,23 @@ class CNNEncoder(Configurable, nn.Module):
         channels: int = 32,
         periodic: bool = True,
         blocks: int = 3,
+        products: bool = False,
     ) -> None:
         super().__init__()
         shape = _shape(sample_shape)
+        self.products = bool(products)
         if len(shape) not in (1, 2, 3):
             raise ValueError(f"sample_shape: CNNEncoder takes (L,), (H, W) or (C, H, W), got {shape}")
         self.sample_shape = shape
         self.spatial = 1 if len(shape) == 1 else 2
         self.in_channels = shape[0] if len(shape) == 3 else 1
+        self.periodic = periodic
         conv = nn.Conv1d if self.spatial == 1 else nn.Conv2d
         pool = nn.AvgPool1d if self.spatial == 1 else nn.AvgPool2d
         mode = "circular" if periodic else "zeros"
         size = min(shape[-self.spatial :])
         layers: list[nn.Module] = []
-        c_in = self.in_channels
+        c_in = self.in_channels * (1 + self.spatial if self.products else 1)
         for b in range(max(1, blocks)):
             layers += [
                 conv(c_in, channels, 3, padding=1, padding_mode=mode), nn.GELU(),
@@ -121,11 +130,25 @@ class CNNEncoder(Configurable, nn.Module):
         self.out = nn.Sequential(nn.Linear(channels, channels), nn.GELU(), nn.Linear(channels, embed))
         self.embed = embed
 
+    def _neighbour_products(self, x: Tensor) -> list[Tensor]:
+        """x times its next neighbour along each spatial axis (periodic: wrapped; open: 0 at
+        the far edge): (N, C, *space) -> one (N, C, *space) tensor per axis."""
+        out = []
+        for axis in range(2, 2 + self.spatial):
+            nxt = x.roll(-1, axis)
+            if not self.periodic:
+                nxt = nxt.clone()
+                nxt.select(axis, x.shape[axis] - 1).zero_()
+            out.append(x * nxt)
+        return out
+
     def forward(self, x: Tensor) -> Tensor:
         w = self.out[0].weight
         x = x.to(device=w.device, dtype=w.dtype)
         if len(self.sample_shape) < 3:
             x = x.unsqueeze(1)
+        if self.products:
+            x = torch.cat([x, *self._neighbour_products(x)], 1)
         h = self.features(x)
         return self.out(h.flatten(2).mean(-1))
 

@@ -27,9 +27,10 @@ from ..training import History, Strategy, train
 from . import bundles as B
 from .encoders import build_encoder, check_encoder_output
 
-__all__ = ["POOLS", "GridPosterior", "PosteriorMap"]
+__all__ = ["HEADS", "POOLS", "GridPosterior", "PosteriorMap"]
 
 POOLS = ("embedding", "features")
+HEADS = ("cells", "field")
 
 _CHUNK_BYTES = 2**28  # posteriors() reads at most ~256 MB of samples at a time
 
@@ -275,8 +276,16 @@ class GridPosterior(PosteriorMap, Configurable, nn.Module):
         embed: embedding size.
         hidden: hidden width of the head.
         encoder_options: extra keyword arguments for the built-in encoder (``channels``,
-            ``hidden``, ``depth``, ``periodic``, ``blocks``).
+            ``products``, ``hidden``, ``depth``, ``periodic``, ``blocks``).
         pool: ``"embedding"`` or ``"features"`` (where the bundle mean is taken, see above).
+        head: the last linear map of the head, ``hidden`` features -> G0 * G1 logits:
+            ``"cells"`` (default) learns one weight vector and bias per grid cell; ``"field"``
+            makes them a smooth function of the cell's coordinates, ``[w(t), b(t)] = F(t)`` with F
+            an MLP (``field_hidden`` wide) of the standardised grid point t, so neighbouring cells
+            share what they learn. With ``pool="features"`` the logits are then
+            ``w(t) . mean_k h(x_k) + b(t)``, the exponential-family form ``K (eta(t) . T - A(t))``
+            with smooth eta and A.
+        field_hidden: width of F (``head="field"`` only).
 
     Buffers (saved by ``la.save``): ``axis0`` (G0,), ``axis1`` (G1,), ``x_loc``/``x_scale``
     (input standardisation), ``fit_bundle`` (K of training, 0 before ``fit``).
@@ -291,11 +300,16 @@ class GridPosterior(PosteriorMap, Configurable, nn.Module):
         hidden: int = 128,
         encoder_options: dict | None = None,
         pool: str = "embedding",
+        head: str = "cells",
+        field_hidden: int = 64,
     ) -> None:
         nn.Module.__init__(self)
         if pool not in POOLS:
             raise ValueError(f"pool: expected one of {POOLS}, got {pool!r}")
+        if head not in HEADS:
+            raise ValueError(f"head: expected one of {HEADS}, got {head!r}")
         self.pool = pool
+        self.head_kind = head
         gs = tuple(int(g) for g in grid_shape)
         if len(gs) != 2 or min(gs) < 2:
             raise ValueError(f"grid_shape: expected (G0, G1) with G0, G1 >= 2, got {grid_shape!r}")
@@ -303,10 +317,15 @@ class GridPosterior(PosteriorMap, Configurable, nn.Module):
         self.embed = _pos_int(embed, "embed")
         self.encoder = build_encoder(encoder, sample_shape, self.embed, encoder_options)
         self.sample_shape = tuple(int(s) for s in sample_shape)
-        self.head = nn.Sequential(
-            nn.Linear(self.embed, hidden), nn.GELU(), nn.Linear(hidden, hidden), nn.GELU(),
-            nn.Linear(hidden, gs[0] * gs[1]),
-        )
+        layers: list[nn.Module] = [nn.Linear(self.embed, hidden), nn.GELU(),
+                                   nn.Linear(hidden, hidden), nn.GELU()]
+        if head == "cells":
+            layers.append(nn.Linear(hidden, gs[0] * gs[1]))
+        else:
+            fh = _pos_int(field_hidden, "field_hidden")
+            self.field = nn.Sequential(nn.Linear(2, fh), nn.GELU(), nn.Linear(fh, fh), nn.GELU(),
+                                       nn.Linear(fh, hidden + 1))
+        self.head = nn.Sequential(*layers)
         self.register_buffer("axis0", torch.linspace(0.0, 1.0, gs[0]))
         self.register_buffer("axis1", torch.linspace(0.0, 1.0, gs[1]))
         self.register_buffer("x_loc", torch.zeros(()))
@@ -322,14 +341,29 @@ class GridPosterior(PosteriorMap, Configurable, nn.Module):
         x = (x.to(device=w.device, dtype=w.dtype) - self.x_loc) / self.x_scale
         return check_encoder_output(self.encoder(x), x.shape[0], self.embed)
 
+    def _hidden(self) -> nn.Module:
+        """The head's hidden layers: (N, embed) -> (N, hidden)."""
+        return self.head[:-1] if self.head_kind == "cells" else self.head
+
+    def _last(self, h: Tensor) -> Tensor:
+        """The head's last linear map: (B, hidden) -> (B, G0 * G1) logits."""
+        if self.head_kind == "cells":
+            return self.head[-1](h)
+        a0, a1 = self.axis0.to(h.dtype), self.axis1.to(h.dtype)
+        u0 = (2 * a0 - (a0[0] + a0[-1])) / (a0[-1] - a0[0])  # each axis mapped onto [-1, 1]
+        u1 = (2 * a1 - (a1[0] + a1[-1])) / (a1[-1] - a1[0])
+        t = torch.stack(torch.meshgrid(u0, u1, indexing="ij"), -1).reshape(-1, 2)  # (G, 2)
+        wb = self.field(t)  # (G, hidden + 1)
+        return h @ wb[:, :-1].T + wb[:, -1]
+
     def forward(self, bundles: Tensor) -> Tensor:
         """Logits over the grid: (B, K, *sample_shape) -> (B, G0 * G1)."""
         b, k = bundles.shape[:2]
         z = self.embed_samples(bundles.reshape(b * k, *bundles.shape[2:]))
         if self.pool == "features":  # per-sample hidden features, bundle mean, last linear layer
-            logits = self.head[-1](self.head[:-1](z).reshape(b, k, -1).mean(1))
+            logits = self._last(self._hidden()(z).reshape(b, k, -1).mean(1))
         else:
-            logits = self.head(z.reshape(b, k, -1).mean(1))
+            logits = self._last(self._hidden()(z.reshape(b, k, -1).mean(1)))
         fit_k = int(self.fit_bundle)
         return logits * (k / fit_k) if fit_k and k != fit_k else logits
 
