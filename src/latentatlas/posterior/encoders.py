@@ -135,9 +135,8 @@ class CNNEncoder(Configurable, nn.Module):
         the far edge): (N, C, *space) -> one (N, C, *space) tensor per axis."""
         out = []
         for axis in range(2, 2 + self.spatial):
-            nxt = x.roll(-1, axis)
+            nxt = x.roll(-1, axis)  # a new tensor: zeroing its edge leaves x alone
             if not self.periodic:
-                nxt = nxt.clone()
                 nxt.select(axis, x.shape[axis] - 1).zero_()
             out.append(x * nxt)
         return out
