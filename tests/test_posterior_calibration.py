@@ -52,16 +52,19 @@ def exact_setup():
     held_out = draw(16)
     kernel = B.bump_kernel(G, SIGMA)
 
-    def exact_posterior(states: np.ndarray) -> np.ndarray:
-        """(B, K) state indices -> (B, G, G) smoothed exact bundle posteriors."""
+    def exact_log_posterior(states: np.ndarray) -> np.ndarray:
+        """(B, K) state indices -> (B, G * G) normalised exact log-posteriors (not smoothed)."""
         total = stats[states].sum(1)  # (B, 2)
         logp = total @ pts.T - states.shape[1] * log_z[None, :]
-        logp -= logp.max(1, keepdims=True)
-        p = np.exp(logp).reshape(-1, G, G)
+        return logp - np.logaddexp.reduce(logp, axis=1, keepdims=True)
+
+    def exact_posterior(states: np.ndarray) -> np.ndarray:
+        """(B, K) state indices -> (B, G, G) smoothed exact bundle posteriors."""
+        p = np.exp(exact_log_posterior(states)).reshape(-1, G, G)
         p = np.einsum("bij,ia,jc->bac", p, kernel, kernel)
         return p / p.sum((1, 2), keepdims=True)
 
-    return spins, pts, a0, a1, train, held_out, exact_posterior
+    return spins, a0, a1, train, held_out, exact_posterior, exact_log_posterior
 
 
 def _widths(p: np.ndarray, a0: np.ndarray, a1: np.ndarray) -> np.ndarray:
@@ -71,7 +74,7 @@ def _widths(p: np.ndarray, a0: np.ndarray, a1: np.ndarray) -> np.ndarray:
 
 @pytest.mark.slow
 def test_ising_posterior_network_matches_exact_bundle_posteriors(exact_setup):
-    spins, pts, a0, a1, train, held_out, exact_posterior = exact_setup
+    spins, a0, a1, train, held_out, exact_posterior, _ = exact_setup
     defaults = la.sources.Ising2D(L=L, coords="natural").atlas_defaults()
     bundle = 2
     post = la.posterior.GridPosterior((L, L), (G, G), **defaults["posterior"].get("init", {}))
@@ -89,7 +92,7 @@ def test_ising_posterior_network_matches_exact_bundle_posteriors(exact_setup):
     assert np.all(np.abs(np.median(ratio, 0) - 1) < 0.1), np.median(ratio, 0)
 
     # the log-mean over R held-out bundles of one point (what the potential fit receives)
-    rows = np.random.default_rng(1).choice(len(pts), 24, replace=False)
+    rows = np.random.default_rng(1).choice(len(held_out), 24, replace=False)  # P = G * G points
     maps = post.posteriors(spins[held_out[rows]], bundle=bundle, repeats=8, seed=3,
                            progress=False)
     ref = []
@@ -107,13 +110,8 @@ def test_benchmark_oracle_equals_enumerated_bundle_posteriors(exact_setup):
     and magnetisations) against enumeration: the accuracy floor it measures is exact."""
     from benchmarks.atlas_oracle import ExactIsingPosterior
 
-    spins, pts, a0, a1, _, held_out, _ = exact_setup
+    spins, a0, a1, _, held_out, _, exact_log_posterior = exact_setup
     oracle = ExactIsingPosterior((L, L), (G, G)).fit(None, a0, a1)
     states = held_out[::7, :4]  # (P', 4): bundles of K = 4 from 21 grid points
     logp = oracle.log_posterior(torch.as_tensor(spins[states])).numpy()
-    _, stats = _all_states()
-    energy = pts @ stats.T
-    log_z = np.logaddexp.reduce(energy, axis=1)
-    exact = stats[states].sum(1) @ pts.T - states.shape[1] * log_z[None, :]
-    exact -= np.logaddexp.reduce(exact, axis=1, keepdims=True)
-    np.testing.assert_allclose(logp, exact, atol=1e-9)
+    np.testing.assert_allclose(logp, exact_log_posterior(states), atol=1e-9)
