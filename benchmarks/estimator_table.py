@@ -10,9 +10,18 @@ train/held-out gap of the posteriors the potential was fitted to, when the run r
     python benchmarks/estimator_table.py --cases gaussian-natural gaussian-mean_std \\
         --estimators kernel --json table.json
 
+    python benchmarks/estimator_table.py --setting ci-feasible --cases gaussian-natural \
+        gaussian-mean_std --estimators exact grid flow kernel
+
 Cases: Ising L = 4 (transfer matrix) in natural (K, H) and temperature (T, h) coordinates, TASEP
 L = 6 (master equation), the Gaussian family in natural and (mu, sigma) coordinates. Targets
 (issue 15): interior median ratio in [0.9, 1.1], every component's NRMSE <= 0.10.
+
+Estimator ``exact`` (exponential families: Gaussian, Ising) replaces the posterior network by the
+exact bundle posterior ``theta(t) . sum_k T(x_k) - K log Z(t)`` on the grid and leaves every other
+stage as it is: its row is the floor of a setting, what the method reaches with that many samples
+when the posteriors are perfect. Setting ``ci-feasible`` is a budget for the Gaussian family at
+which that floor meets the targets (the ``ci`` setting's does not: NRMSE 0.10-0.24).
 """
 
 from __future__ import annotations
@@ -29,6 +38,8 @@ import torch
 
 import latentatlas as la
 from latentatlas.atlas import compare, exact_reference
+from latentatlas.atlas.estimators import Estimator, register
+from latentatlas.posterior.grid import PosteriorMap
 
 CASES: dict[str, Callable[[], Any]] = {
     "gaussian-natural": lambda: la.sources.GaussianFamily(coords="natural"),
@@ -37,7 +48,49 @@ CASES: dict[str, Callable[[], Any]] = {
     "ising4-temperature": lambda: la.sources.Ising2D(L=4, coords="temperature"),
     "tasep6": lambda: la.sources.TASEP(L=6),
 }
-ESTIMATORS = ("grid", "flow", "kernel")
+ESTIMATORS = ("grid", "flow", "kernel", "exact")
+
+
+class ExactPosterior(PosteriorMap, torch.nn.Module):
+    """Exact bundle posteriors of an exponential-family source on the grid (uniform prior):
+    ``log p(t_j | x_1..x_K) = theta(t_j) . sum_k T(x_k) - K log Z(t_j) + const`` with the source's
+    ``natural``, ``sufficient_statistics`` and exact ``reference()["potential"]`` (log Z).
+    ``(B, K, *sample_shape) -> (B, G0 * G1)`` float64 log-probabilities."""
+
+    def __init__(self, source: Any, sample_shape: tuple[int, ...], grid: tuple[int, int]) -> None:
+        torch.nn.Module.__init__(self)
+        self.source = source
+        self.sample_shape = tuple(sample_shape)
+        self.grid_shape = tuple(grid)
+        self.register_buffer("axis0", torch.zeros(grid[0], dtype=torch.float64))
+        self.register_buffer("axis1", torch.zeros(grid[1], dtype=torch.float64))
+        self.register_buffer("theta", torch.zeros(grid[0] * grid[1], 2, dtype=torch.float64))
+        self.register_buffer("log_z", torch.zeros(grid[0] * grid[1], dtype=torch.float64))
+
+    def fit(self, samples: Any, axis0: np.ndarray, axis1: np.ndarray, **_: Any) -> ExactPosterior:
+        """Nothing to learn: the grid's natural parameters and exact log Z."""
+        params = la.posterior.bundles.grid_params(np.asarray(axis0), np.asarray(axis1))
+        self.axis0.copy_(torch.as_tensor(axis0))
+        self.axis1.copy_(torch.as_tensor(axis1))
+        self.theta.copy_(torch.as_tensor(self.source.natural(params)))
+        self.log_z.copy_(torch.as_tensor(self.source.reference(params)["potential"]))
+        return self
+
+    def log_posterior(self, bundles: torch.Tensor) -> torch.Tensor:
+        x = self._check_bundles(bundles)
+        stats = self.source.sufficient_statistics(x.detach().cpu().numpy())  # (B, K, 2)
+        total = torch.as_tensor(stats.sum(1), dtype=torch.float64)  # (B, 2)
+        return torch.log_softmax(total @ self.theta.T - x.shape[1] * self.log_z, dim=-1)
+
+
+def _register_exact(source: Any) -> None:
+    """Register ``exact`` for ``source`` (the estimator is built per run from the registry)."""
+    # maps smoothed by the target kernel like the kernel estimator's; fresh held-out draws like
+    # the trained estimators'
+    register(Estimator("exact", lambda shape, grid, init: ExactPosterior(source, shape, grid),
+                       lambda model, samples, a0, a1, opts: model.fit(samples, a0, a1),
+                       lambda x: x, smooth_posteriors=True, fresh_draws=True,
+                       split=lambda x, o: (np.asarray(x), None)))
 
 # The CI setting: small grids and short training (the tests in tests/test_exact_e2e.py use these).
 CI: dict[str, dict[str, Any]] = {
@@ -53,8 +106,20 @@ CI: dict[str, dict[str, Any]] = {
     "tasep6": dict(resolution=10, samples_per_point=128, bundle=4, posterior_repeats=8),
 }
 CI_TRAINING = {"grid": {"fit": {"steps": 200}}, "flow": {"fit": {"steps": 100}},
-               "kernel": {"init": {"features": "pixels"}}}
+               "kernel": {"init": {"features": "pixels"}}, "exact": None}
 CI_POTENTIAL = {"steps": 300}
+
+# The feasible CI setting (Gaussian family): 16 x 16, bundles of 8, 16 bundles per point, potential
+# 600 steps; exact posteriors meet the targets here (NRMSE <= 0.08 on seed 0), so a miss is the
+# estimator's. Flow trained 300 steps at batch 512 (100 at batch 128 leaves its maps ~30 % wide).
+CI_FEASIBLE: dict[str, dict[str, Any]] = {
+    case: dict(resolution=16, samples_per_point=1024, bundle=8, posterior_repeats=16)
+    for case in ("gaussian-natural", "gaussian-mean_std")
+}
+CI_FEASIBLE_TRAINING = {"grid": {"fit": {"steps": 200}},
+                        "flow": {"fit": {"steps": 300, "batch_size": 512, "lr": 3e-3}},
+                        "kernel": {"init": {"features": "pixels"}}, "exact": None}
+CI_FEASIBLE_POTENTIAL = {"steps": 600}
 
 
 def interior_ratio(metric: np.ndarray, exact: np.ndarray, border: int = 2) -> dict[str, float]:
@@ -78,6 +143,12 @@ def options(case: str, estimator: str, setting: str) -> dict[str, Any]:
         return {"estimator": estimator,
                 "posterior_options": {"init": {"features": "pixels"}} if estimator == "kernel"
                 else None}
+    if setting == "ci-feasible":
+        if case not in CI_FEASIBLE:
+            raise ValueError(f"case: setting 'ci-feasible' has {sorted(CI_FEASIBLE)}, got {case!r}")
+        return dict(CI_FEASIBLE[case], estimator=estimator,
+                    posterior_options=CI_FEASIBLE_TRAINING[estimator],
+                    potential_options=CI_FEASIBLE_POTENTIAL)
     return dict(CI[case], estimator=estimator, posterior_options=CI_TRAINING[estimator],
                 potential_options=CI_POTENTIAL)
 
@@ -94,6 +165,8 @@ def run_case(case: str, estimator: str, setting: str = "ci", seed: int = 0) -> d
     from latentatlas.atlas.pipeline import execute
 
     source = CASES[case]()
+    if estimator == "exact":
+        _register_exact(source)
     start = time.perf_counter()
     config = RunConfig.make(source, seed=seed, analyses={}, **options(case, estimator, setting))
     ctx = execute(source, config, progress=False, report=False)
@@ -116,7 +189,7 @@ def run_case(case: str, estimator: str, setting: str = "ci", seed: int = 0) -> d
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--setting", choices=("ci", "defaults"), default="ci")
+    parser.add_argument("--setting", choices=("ci", "ci-feasible", "defaults"), default="ci")
     parser.add_argument("--cases", nargs="+", default=list(CASES), choices=list(CASES))
     parser.add_argument("--estimators", nargs="+", default=list(ESTIMATORS), choices=ESTIMATORS)
     parser.add_argument("--seed", type=int, default=0)
@@ -133,7 +206,9 @@ def main() -> None:
         for est in args.estimators:
             row = run_case(case, est, args.setting, args.seed)
             gap = (row["heldout"] or {}).get("metric_ratio", float("nan"))
-            print(f"{case:20s} {est:9s} {row['g00']:6.3f} {row['g01']:6.3f} {row['g11']:6.3f} "  # noqa: T201
+            # g01 = 0 exactly ((mu, sigma)): its RMSE over the diagonal's mean range, marked *
+            g01 = f"{row['g01']:6.3f}" if np.isfinite(row["g01"]) else f"{row['g01_diag']:5.3f}*"
+            print(f"{case:20s} {est:9s} {row['g00']:6.3f} {g01} {row['g11']:6.3f} "  # noqa: T201
                   f"{row['ratio00']:6.3f} {row['ratio11']:6.3f} {gap:7.4f} {row['seconds']:6.1f}",
                   flush=True)
             rows.append({"case": case, "estimator": est, **row})

@@ -26,10 +26,12 @@ NRMSE = 0.10
 # measured at the CI setting, seed 0 (benchmarks/estimator_table.py --setting ci); a case listed
 # here misses a target and runs as a non-strict xfail that records the numbers
 MEASURED_MISSES: dict[tuple[str, str], str] = {
-    ("gaussian-natural", "grid"): "measured ratio00 0.690, ratio11 0.491, g00 0.255, g11 0.151",
+    ("gaussian-natural", "grid"): "measured ratio00 1.101, g00 0.178 (exact posteriors: g00 0.101, "
+                                  "g11 0.107: below this setting's floor)",
     ("gaussian-natural", "flow"): "measured ratio00 0.566, ratio11 0.520, g00 0.262, g11 0.119",
     ("gaussian-natural", "kernel"): "measured ratio00 1.125, ratio11 1.137, g00 0.151, g11 0.112",
-    ("gaussian-mean_std", "grid"): "measured ratio00 0.649, ratio11 0.435, g00 0.221, g01/diag 0.114, g11 0.322",
+    ("gaussian-mean_std", "grid"): "measured ratio00 0.778, ratio11 0.836, g00 0.191, g11 0.176 "
+                                   "(exact posteriors: g00 0.239, g11 0.330)",
     ("gaussian-mean_std", "flow"): "measured ratio00 0.471, ratio11 0.600, g00 0.258, g11 0.245",
     ("gaussian-mean_std", "kernel"): "measured ratio00 0.876, ratio11 0.847, g00 0.159, g11 0.151",
     ("ising4-natural", "flow"): "measured ratio00 0.578, ratio11 0.634, g00 0.351, g01 0.135, g11 0.164",
@@ -69,3 +71,60 @@ def test_metric_matches_exact_reference(case: str, estimator: str) -> None:
         assert value <= NRMSE, (key, row)
     held = row["heldout"]
     assert held is not None and held["maps_from"] == "held_out", row
+
+
+# measured at the feasible setting, seed 0 (benchmarks/estimator_table.py --setting ci-feasible);
+# the exact-posterior row shows the setting itself can meet the targets
+FEASIBLE_MISSES: dict[tuple[str, str], str] = {
+    ("gaussian-natural", "flow"): "measured ratio00 0.885, ratio11 0.893, g00 0.108",
+    ("gaussian-natural", "kernel"): "measured ratio00 1.303, ratio11 1.334, g00 0.293 (the "
+                                    "central-limit normalisation's O(1) curvature, ~1/K)",
+    ("gaussian-mean_std", "kernel"): "measured ratio00 1.127, g00 0.115, g11 0.152",
+}
+
+
+def _feasible_cases() -> list:
+    out = []
+    for case in ("gaussian-natural", "gaussian-mean_std"):
+        for est in ("exact", "grid", "flow", "kernel"):
+            reason = FEASIBLE_MISSES.get((case, est))
+            marks = [pytest.mark.xfail(reason=reason, strict=False)] if reason else []
+            out.append(pytest.param(case, est, marks=marks, id=f"{case}-{est}"))
+    return out
+
+
+@pytest.mark.parametrize(("case", "estimator"), _feasible_cases())
+def test_gaussian_metric_matches_exact_at_feasible_budget(case: str, estimator: str) -> None:
+    """The Gaussian family at a budget where exact posteriors meet the targets (16 x 16, K = 8,
+    16 bundles per point): the same bounds as above, for the exact posteriors and each
+    estimator."""
+    row = run_case(case, estimator, "ci-feasible", seed=0)
+    for key in ("ratio00", "ratio11"):
+        assert RATIO[0] <= row[key] <= RATIO[1], (key, row)
+    for key in ("g00", "g01", "g11"):
+        value = row["g01_diag"] if key == "g01" and not np.isfinite(row["g01"]) else row[key]
+        assert value <= NRMSE, (key, row)
+
+
+@pytest.mark.parametrize("coords", ["natural", "mean_std"])
+def test_exact_posterior_is_the_bundle_likelihood(coords: str) -> None:
+    """estimator_table.ExactPosterior against sum_k log N(x_k; mu_j, sigma_j^2) (scipy), normalised
+    over the grid: the oracle the feasible setting rests on."""
+    import torch
+    from benchmarks.estimator_table import ExactPosterior
+    from scipy.stats import norm
+
+    import latentatlas as la
+
+    source = la.sources.GaussianFamily(coords=coords)
+    (lo0, hi0), (lo1, hi1) = source.bounds
+    a0, a1 = np.linspace(lo0, hi0, 7), np.linspace(lo1, hi1, 5)
+    params = la.posterior.bundles.grid_params(a0, a1)
+    model = ExactPosterior(source, (1,), (7, 5)).fit(None, a0, a1)
+    rng = np.random.default_rng(3)
+    bundles = rng.normal(0.3, 0.9, (6, 4, 1))
+    got = model.log_posterior(torch.as_tensor(bundles)).numpy()
+    mu, sigma = source.mean_std(params)
+    logp = norm.logpdf(bundles[:, :, 0][:, :, None], mu[None, None], sigma[None, None]).sum(1)
+    want = logp - np.logaddexp.reduce(logp, axis=1, keepdims=True)
+    np.testing.assert_allclose(got, want, atol=1e-9)

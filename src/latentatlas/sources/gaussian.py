@@ -148,7 +148,10 @@ class GaussianFamily(Source):
         """Defaults measured on the natural and mean_std coordinates (benchmarks)."""
         out = super().atlas_defaults()
         out.update(resolution=32, samples_per_point=256, bundle=16, posterior_repeats=16,
-                   sigma=1.0, posterior={"fit": {"steps": 1000}}, potential={},
+                   sigma=1.0,
+                   posterior={"init": {"pool": "features"},
+                              "fit": {"steps": 1000, "lr": 3e-3, "batch_size": 512}},
+                   potential={},
                    path=((0.0, 0.5), (1.0, 0.5)))
         return out
 
