@@ -166,6 +166,9 @@ def run_case(case: str, estimator: str, setting: str = "ci", seed: int = 0) -> d
 
     source = CASES[case]()
     if estimator == "exact":
+        if source.natural_map() is None and not source.natural_coordinates:
+            raise ValueError(f"estimator: 'exact' needs an exponential-family source (natural "
+                             f"parameters and sufficient statistics), got case {case!r}")
         _register_exact(source)
     start = time.perf_counter()
     config = RunConfig.make(source, seed=seed, analyses={}, **options(case, estimator, setting))

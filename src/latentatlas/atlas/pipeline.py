@@ -25,6 +25,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from .._util import save_json
+from .._util.progress import quiet
 from .config import RunConfig
 from .container import Atlas
 from .placement import check_device
@@ -156,8 +157,9 @@ def execute(source: Any, config: RunConfig, out: str | os.PathLike | None = None
         run = RunFolder(out, config, force, outputs=outputs, source=source)
     ctx = Context(source, config, run, progress, dict(backend) if backend else None,
                   None if store is None else str(store), strategy, dict(objects or {}), device)
-    for stage in stages:
-        ctx.run_stage(stage)
+    with quiet(not progress):  # also the bars of helpers without a progress flag
+        for stage in stages:
+            ctx.run_stage(stage)
     if run is not None:
         save_json(run.file("timings.json"), {"timings_s": ctx.timings,
                                              "cpu_s": ctx.cpu_timings, "skipped": run.skipped,

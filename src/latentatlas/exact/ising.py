@@ -29,6 +29,7 @@ from collections.abc import Sequence
 import numpy as np
 from tqdm.auto import tqdm
 
+from .._util.progress import enabled as progress_enabled
 from .ising_closed_form import (  # re-exported
     KC,
     _check_finite,
@@ -330,7 +331,8 @@ def _transfer(L: int, natural: np.ndarray, need: int) -> tuple[np.ndarray, ...]:
     with _single_thread_blas():
         parts = [
             _transfer_chunk(L, natural[i : i + chunk], need)
-            for i in tqdm(starts, desc=f"Ising transfer matrix L={L}", disable=len(starts) < 8)
+            for i in tqdm(starts, desc=f"Ising transfer matrix L={L}",
+                           disable=len(starts) < 8 or not progress_enabled())
         ]
     if not parts:
         empty = (np.zeros(0), np.zeros((0, 2)), np.zeros((0, 2, 2)))

@@ -29,6 +29,8 @@ from scipy.sparse import linalg as splinalg
 from scipy.special import gammaln, logsumexp
 from tqdm.auto import tqdm
 
+from .._util.progress import enabled as progress_enabled
+
 __all__ = [
     "MAX_MASTER_L",
     "MAX_MATRIX_PRODUCT_L",
@@ -359,7 +361,7 @@ def fisher_metric(
         L = _check_L(L, MAX_MATRIX_PRODUCT_L, "the configuration-resolved matrix product")
     arr = _check_params(params)
     out = np.empty((arr.shape[0], 2, 2))
-    for i in tqdm(range(arr.shape[0]), desc=f"TASEP Fisher L={L}", disable=arr.shape[0] < 256):
+    for i in tqdm(range(arr.shape[0]), desc=f"TASEP Fisher L={L}", disable=arr.shape[0] < 256 or not progress_enabled()):
         if method == "master":
             p, dp = _solve(L, arr[i, 0], arr[i, 1], True)
             out[i] = dp.T @ (dp / p[:, None])
