@@ -149,7 +149,7 @@ class GaussianFamily(Source):
         out = super().atlas_defaults()
         out.update(resolution=32, samples_per_point=256, bundle=16, posterior_repeats=16,
                    sigma=1.0,
-                   posterior={"init": {"pool": "features"},
+                   posterior={"init": {"pool": "features", "hidden": 64, "embed": 32},
                               "fit": {"steps": 1000, "lr": 3e-3, "batch_size": 512}},
                    potential={},
                    path=((0.0, 0.5), (1.0, 0.5)))
