@@ -190,6 +190,28 @@ def test_run_config_round_trips_and_rebuilds_the_source(tmp_path):
         source_from_config({"source": {"class": "os.system", "config": {}}})
 
 
+def test_source_posterior_defaults_go_to_their_estimator():
+    """``posterior`` is for the source's default estimator, ``posterior_for[name]`` for another;
+    the user's options are merged over them, and an estimator in neither gets only the user's."""
+    import latentatlas as la
+    from latentatlas.atlas import RunConfig
+
+    class Tuned(la.sources.GaussianFamily):
+        def atlas_defaults(self):
+            out = super().atlas_defaults()
+            out["posterior"] = {"fit": {"steps": 7}}
+            out["posterior_for"] = {"flow": {"fit": {"steps": 9, "lr": 0.5}}}
+            return out
+
+    src = Tuned()
+    assert RunConfig.make(src).posterior_options == {"fit": {"steps": 7}}
+    assert RunConfig.make(src, estimator="flow").posterior_options == {
+        "fit": {"steps": 9, "lr": 0.5}}
+    assert RunConfig.make(src, estimator="flow", posterior_options={"fit": {"lr": 0.1}}
+                          ).posterior_options == {"fit": {"steps": 9, "lr": 0.1}}
+    assert RunConfig.make(src, estimator="kernel").posterior_options == {}
+
+
 @pytest.mark.slow
 def test_end_to_end_gaussian_recovers_closed_form_metric(tmp_path):
     """The pipeline's sanity case: N(mu, sigma^2) in natural coordinates, 16 x 16 grid.

@@ -195,9 +195,11 @@ class RunConfig:
             source=_record_source(source), names=tuple(source.names),
             bounds=tuple((float(lo), float(hi)) for lo, hi in bounds), resolution=res,
             samples_per_point=samples, bundle=bundle, estimator=estimator, seed=seed,
-            # the source's posterior options were measured for its default estimator
+            # the source's posterior options were measured for its default estimator, and
+            # ``posterior_for`` holds those measured for others
             posterior_options=merge(d.get("posterior", {}) if estimator == d.get(
-                "estimator", "grid") else {}, posterior_options),
+                "estimator", "grid") else d.get("posterior_for", {}).get(estimator, {}),
+                posterior_options),
             potential_options=_potential_options(source, merge(d.get("potential", {}),
                                                                potential_options)),
             posterior_repeats=repeats, sigma=float(sigma), posterior_average=posterior_average,

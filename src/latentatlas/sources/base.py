@@ -159,13 +159,15 @@ class Source(Configurable):
 
         Keys: ``bounds``, ``resolution``, ``samples_per_point``, ``bundle``, ``posterior_repeats``,
         ``sigma``, ``estimator``, ``posterior`` (``{"init": {...}, "fit": {...}}`` of the default
-        ``estimator``; another estimator starts from its own defaults), ``potential`` (options of
-        :func:`latentatlas.geometry.fit_potential`), ``path`` (the segment of the path analysis as
-        fractions of the region: ((a0, a1), (b0, b1))).
+        ``estimator``), ``posterior_for`` (``{name: {"init": ..., "fit": ...}}``: options measured
+        for other estimators; an estimator in neither starts from its own defaults),
+        ``potential`` (options of :func:`latentatlas.geometry.fit_potential`), ``path`` (the
+        segment of the path analysis as fractions of the region: ((a0, a1), (b0, b1))).
         """
         return {"bounds": tuple(self.bounds), "resolution": 32, "samples_per_point": 64,
                 "bundle": 4, "posterior_repeats": 16, "sigma": 1.0, "estimator": "grid",
-                "posterior": {}, "potential": {}, "path": ((0.75, 0.0), (0.75, 1.0))}
+                "posterior": {}, "posterior_for": {}, "potential": {},
+                "path": ((0.75, 0.0), (0.75, 1.0))}
 
     def reference(self, params: np.ndarray) -> dict[str, np.ndarray] | None:
         """Exact fields at points, when the source has them: some of ``potential`` (P,),
