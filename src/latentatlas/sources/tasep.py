@@ -33,7 +33,7 @@ from ._rng import (
     run_in_threads,
     seed_streams,
 )
-from .base import Source, point_seeds
+from .base import FLOW_RECIPE, Source, point_seeds
 
 __all__ = ["TASEP"]
 
@@ -198,7 +198,8 @@ class TASEP(Source):
                    # pool="features": the bundle mean of per-sample hidden features, then one
                    # linear map to the logits (L = 6, seeds 0 / 1: interior ratios 0.98 / 0.94
                    # and 0.95 / 0.91 against 0.90 / 0.89 and 0.89 / 0.84 with embedding pooling)
-                   posterior={"init": {"pool": "features"}, "fit": {"steps": 1500}}, potential={},
+                   posterior={"init": {"pool": "features"}, "fit": {"steps": 1500}},
+                   posterior_for={"flow": FLOW_RECIPE}, potential={},
                    path=((0.05, 0.4), (0.4, 0.05)))
         return out
 
