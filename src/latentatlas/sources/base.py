@@ -22,8 +22,9 @@ FLOW_RECIPE: dict[str, Any] = {"fit": {"steps": 1500, "batch_size": 512, "lr": 1
 """The flow estimator's training recipe measured on the Gaussian family, Ising L = 4 and TASEP
 L = 6 at their atlas defaults (``benchmarks/estimator_table.py --setting defaults``), which
 those sources give as ``atlas_defaults()["posterior_for"]["flow"]``: interior median metric
-ratios within [0.90, 1.03] on each, against 0.85-0.93 with ``FlowPosterior.fit``'s generic
-2000 steps at batch 128 and lr 1e-3 (about the same time). Not measured on image planes."""
+ratios within [0.90, 1.03] on each (seed 0), against 0.85-0.93 with ``FlowPosterior.fit``'s
+generic 2000 steps at batch 128 and lr 1e-3, for 1.2-1.4x its time. Not measured on image
+planes."""
 
 
 def point_seed_sequence(seed: int, point: np.ndarray) -> np.random.SeedSequence:

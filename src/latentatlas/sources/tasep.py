@@ -196,7 +196,7 @@ class TASEP(Source):
         out.update(resolution=32, samples_per_point=64, bundle=4, posterior_repeats=16,
                    sigma=1.0,
                    # pool="features": the bundle mean of per-sample hidden features, then one
-                   # linear map to the logits (L = 6, seeds 0 / 1: interior ratios 0.98 / 0.94
+                   # linear map to the logits (L = 6, seeds 0 / 1: interior ratios 0.98 / 0.95
                    # and 0.95 / 0.91 against 0.90 / 0.89 and 0.89 / 0.84 with embedding pooling)
                    posterior={"init": {"pool": "features"}, "fit": {"steps": 1500}},
                    posterior_for={"flow": FLOW_RECIPE}, potential={},
