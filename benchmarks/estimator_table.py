@@ -167,6 +167,12 @@ def options(case: str, estimator: str, setting: str) -> dict[str, Any]:
                 potential_options=CI_POTENTIAL)
 
 
+def has_exact_posteriors(source: Any) -> bool:
+    """Whether estimator ``exact`` can run on ``source``: an exponential family in its natural
+    coordinates or with a known natural map."""
+    return source.natural_map() is not None or source.natural_coordinates
+
+
 def run_case(case: str, estimator: str, setting: str = "ci", seed: int = 0) -> dict[str, Any]:
     """Build one atlas and measure it against the exact reference.
 
@@ -180,7 +186,7 @@ def run_case(case: str, estimator: str, setting: str = "ci", seed: int = 0) -> d
 
     source = CASES[case]()
     if estimator == "exact":
-        if source.natural_map() is None and not source.natural_coordinates:
+        if not has_exact_posteriors(source):
             raise ValueError(f"estimator: 'exact' needs an exponential-family source (natural "
                              f"parameters and sufficient statistics), got case {case!r}")
         _register_exact(source)
@@ -208,10 +214,8 @@ def unsupported(case: str, estimator: str, setting: str) -> str | None:
     """Why ``run_case(case, estimator, setting)`` cannot run, or None when it can."""
     if setting == "ci-feasible" and case not in CI_FEASIBLE:
         return f"setting 'ci-feasible' has no case {case!r}"
-    if estimator == "exact":
-        source = CASES[case]()
-        if source.natural_map() is None and not source.natural_coordinates:
-            return "no exact posteriors (not an exponential family with known statistics)"
+    if estimator == "exact" and not has_exact_posteriors(CASES[case]()):
+        return "no exact posteriors (not an exponential family with known statistics)"
     return None
 
 
